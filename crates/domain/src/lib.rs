@@ -1,0 +1,19 @@
+//! Standby's domain: pure types and rules, no I/O.
+//!
+//! Parse, don't validate: every value that crosses the boundary (national ID,
+//! e-mail, phone, names, availability) becomes a newtype here, or a
+//! [`FieldError`] naming what is wrong.
+
+pub mod availability;
+pub mod clock;
+pub mod contact;
+pub mod national_id;
+pub mod registration;
+pub mod status;
+
+pub use availability::{Availability, Slot, Weekday};
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use contact::{Email, Language, PersonName, Phone, Title};
+pub use national_id::{BirthDate, Country, NationalId, NationalIdError};
+pub use registration::{FieldError, FieldErrors, NewRegistration, RegistrationInput};
+pub use status::RegistrantStatus;

@@ -1,0 +1,210 @@
+//! Plain data crossing the store boundary.
+
+use serde::Serialize;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenPurpose {
+    Confirm,
+    Me,
+    Session,
+}
+
+impl TokenPurpose {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenPurpose::Confirm => "confirm",
+            TokenPurpose::Me => "me",
+            TokenPurpose::Session => "session",
+        }
+    }
+}
+
+/// A message to hand to a channel. `reference` is stable across retries.
+#[derive(Clone)]
+pub struct NewMessage {
+    pub reference: String,
+    pub channel: String,
+    pub kind: String,
+    pub registrant_id: Option<i64>,
+    pub recipient: String,
+    pub subject: Option<String>,
+    pub body: String,
+}
+
+impl std::fmt::Debug for NewMessage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewMessage")
+            .field("reference", &self.reference)
+            .field("channel", &self.channel)
+            .field("kind", &self.kind)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Clone)]
+pub struct OutboxMessage {
+    pub id: i64,
+    pub reference: String,
+    pub channel: String,
+    pub kind: String,
+    pub recipient: String,
+    pub subject: Option<String>,
+    pub body: String,
+    pub attempts: i64,
+}
+
+impl std::fmt::Debug for OutboxMessage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OutboxMessage")
+            .field("id", &self.id)
+            .field("reference", &self.reference)
+            .field("channel", &self.channel)
+            .field("attempts", &self.attempts)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A validated sign-up, ready to store: the national ID only as its keyed hash.
+#[derive(Clone)]
+pub struct NewRegistrant {
+    pub nid_hash: String,
+    pub country: String,
+    pub birth_ymd: i64,
+    pub title: Option<String>,
+    pub first_name: String,
+    pub last_name: String,
+    pub email: String,
+    pub phone: Option<String>,
+    pub language: String,
+    pub centers: Vec<i64>,
+    /// (day 0..6, from minute, to minute)
+    pub availability: Vec<(i64, i64, i64)>,
+    pub confirm_hash: String,
+    pub confirm_expires_at: i64,
+    pub me_hash: String,
+    pub me_expires_at: i64,
+    /// The confirmation e-mail, queued in the same transaction.
+    pub message: NewMessage,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InsertOutcome {
+    Created(i64),
+    Duplicate,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConfirmOutcome {
+    Confirmed(i64),
+    AlreadyConfirmed(i64),
+    Expired,
+    Unknown,
+}
+
+#[derive(Clone, Serialize)]
+pub struct RegistrantRecord {
+    pub id: i64,
+    pub status: String,
+    pub language: String,
+    pub title: Option<String>,
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+    pub email: Option<String>,
+    pub phone: Option<String>,
+    pub centers: Vec<i64>,
+    pub availability: Vec<(i64, i64, i64)>,
+    pub created_at: i64,
+    pub confirmed_at: Option<i64>,
+}
+
+impl std::fmt::Debug for RegistrantRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistrantRecord")
+            .field("id", &self.id)
+            .field("status", &self.status)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A self-service change; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct RegistrantChange {
+    pub language: Option<String>,
+    pub centers: Option<Vec<i64>>,
+    pub availability: Option<Vec<(i64, i64, i64)>>,
+    /// `Some(None)` removes the phone.
+    pub phone: Option<Option<String>>,
+    /// `Some(true)` pauses, `Some(false)` resumes.
+    pub paused: Option<bool>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Stats {
+    pub registered: i64,
+    pub confirmed: i64,
+    pub waiting: i64,
+    pub invited: i64,
+    pub booked: i64,
+    pub vaccinated: i64,
+    pub doses_available: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewCenter {
+    pub name: String,
+    pub address: String,
+    pub postal_code: String,
+    pub time_zone: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CenterRecord {
+    pub id: i64,
+    pub name: String,
+    pub address: String,
+    pub postal_code: String,
+    pub time_zone: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct VaccineRecord {
+    pub code: String,
+    pub name: String,
+    pub min_age: i64,
+    pub max_age: i64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StockRecord {
+    pub vaccine: String,
+    pub on_hand: i64,
+    pub reserved: i64,
+    pub administered: i64,
+}
+
+#[derive(Clone)]
+pub struct NewUser {
+    pub email: String,
+    pub password_hash: String,
+    pub role: String,
+    pub center_id: Option<i64>,
+}
+
+#[derive(Clone)]
+pub struct UserRecord {
+    pub id: i64,
+    pub email: String,
+    pub password_hash: String,
+    pub role: String,
+    pub center_id: Option<i64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AuditRecord {
+    pub at: i64,
+    pub actor: String,
+    pub action: String,
+    pub subject_type: String,
+    pub subject_id: String,
+    pub detail: String,
+}

@@ -1,0 +1,754 @@
+//! The one implementation of [`Store`], over either pool.
+
+use crate::dialect::Dialect;
+use crate::records::*;
+use crate::{Backend, Result, Store, StoreError};
+use async_trait::async_trait;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{PgPool, Row, SqlitePool};
+use std::str::FromStr;
+use std::time::Duration;
+
+#[derive(Clone)]
+enum Db {
+    Sqlite(SqlitePool),
+    Pg(PgPool),
+}
+
+/// Standby's store over SQLite or PostgreSQL.
+#[derive(Clone)]
+pub struct SqlStore {
+    db: Db,
+}
+
+/// Runs the same code, and so the same SQL, on whichever pool is configured.
+macro_rules! on_db {
+    ($self:expr, |$pool:ident| $body:expr) => {
+        match &$self.db {
+            Db::Sqlite($pool) => $body,
+            Db::Pg($pool) => $body,
+        }
+    };
+}
+
+const AUDIT: &str = "INSERT INTO audit_log (at, actor, action, subject_type, subject_id, detail) VALUES ($1, $2, $3, $4, $5, $6)";
+
+macro_rules! audit {
+    ($tx:expr, $now:expr, $actor:expr, $action:expr, $stype:expr, $sid:expr, $detail:expr) => {
+        sqlx::query(AUDIT)
+            .bind($now)
+            .bind($actor)
+            .bind($action)
+            .bind($stype)
+            .bind($sid.to_string())
+            .bind($detail)
+            .execute(&mut *$tx)
+            .await?
+    };
+}
+
+const SELECT_REGISTRANT: &str = "SELECT id, status, language, title, first_name, last_name, email, phone, created_at, confirmed_at FROM registrants WHERE id = $1";
+
+impl SqlStore {
+    pub async fn connect(url: &str) -> Result<Self> {
+        if url.starts_with("sqlite:") {
+            let opts = SqliteConnectOptions::from_str(url)?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                // Durable: every acknowledged commit is on disk. Throughput
+                // comes from group commit, never from weaker syncing.
+                .synchronous(SqliteSynchronous::Full)
+                .busy_timeout(Duration::from_secs(30))
+                .foreign_keys(true);
+            let pool = SqlitePoolOptions::new()
+                .max_connections(8)
+                .min_connections(1)
+                .connect_with(opts)
+                .await?;
+            Ok(Self { db: Db::Sqlite(pool) })
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            let opts = PgConnectOptions::from_str(url)?;
+            let pool = PgPoolOptions::new()
+                .max_connections(16)
+                .acquire_timeout(Duration::from_secs(10))
+                .connect_with(opts)
+                .await?;
+            Ok(Self { db: Db::Pg(pool) })
+        } else {
+            Err(StoreError::UnsupportedUrl)
+        }
+    }
+
+    pub async fn close(&self) {
+        on_db!(self, |p| p.close().await)
+    }
+}
+
+fn registrant_from_row<R: Row>(row: &R) -> Result<RegistrantRecord>
+where
+    for<'a> &'a str: sqlx::ColumnIndex<R>,
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> Option<String>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> Option<i64>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    Ok(RegistrantRecord {
+        id: row.try_get("id")?,
+        status: row.try_get("status")?,
+        language: row.try_get("language")?,
+        title: row.try_get("title")?,
+        first_name: row.try_get("first_name")?,
+        last_name: row.try_get("last_name")?,
+        email: row.try_get("email")?,
+        phone: row.try_get("phone")?,
+        centers: Vec::new(),
+        availability: Vec::new(),
+        created_at: row.try_get("created_at")?,
+        confirmed_at: row.try_get("confirmed_at")?,
+    })
+}
+
+/// Loads one registrant with centres and availability, on any executor.
+macro_rules! load_registrant {
+    ($conn:expr, $id:expr) => {{
+        let row = sqlx::query(SELECT_REGISTRANT).bind($id).fetch_optional(&mut *$conn).await?;
+        match row {
+            None => None,
+            Some(row) => {
+                let mut r = registrant_from_row(&row)?;
+                r.centers = sqlx::query_scalar("SELECT center_id FROM registrant_centers WHERE registrant_id = $1 ORDER BY center_id")
+                    .bind($id)
+                    .fetch_all(&mut *$conn)
+                    .await?;
+                let slots = sqlx::query("SELECT day, from_min, to_min FROM registrant_availability WHERE registrant_id = $1 ORDER BY day, from_min")
+                    .bind($id)
+                    .fetch_all(&mut *$conn)
+                    .await?;
+                r.availability = slots
+                    .iter()
+                    .map(|s| Ok((s.try_get(0)?, s.try_get(1)?, s.try_get(2)?)))
+                    .collect::<Result<Vec<_>, sqlx::Error>>()?;
+                Some(r)
+            }
+        }
+    }};
+}
+
+macro_rules! insert_message {
+    ($tx:expr, $m:expr, $registrant:expr, $now:expr) => {
+        sqlx::query(
+            "INSERT INTO outbox (reference, channel, kind, registrant_id, recipient, subject, body, status, next_attempt_at, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, 'queued', $8, $8)",
+        )
+        .bind(&$m.reference)
+        .bind(&$m.channel)
+        .bind(&$m.kind)
+        .bind($registrant)
+        .bind(&$m.recipient)
+        .bind(&$m.subject)
+        .bind(&$m.body)
+        .bind($now)
+        .execute(&mut *$tx)
+        .await?
+    };
+}
+
+macro_rules! replace_centers {
+    ($tx:expr, $id:expr, $centers:expr) => {
+        sqlx::query("DELETE FROM registrant_centers WHERE registrant_id = $1").bind($id).execute(&mut *$tx).await?;
+        for c in $centers {
+            sqlx::query("INSERT INTO registrant_centers (registrant_id, center_id) VALUES ($1, $2)")
+                .bind($id)
+                .bind(*c)
+                .execute(&mut *$tx)
+                .await?;
+        }
+    };
+}
+
+macro_rules! replace_availability {
+    ($tx:expr, $id:expr, $slots:expr) => {
+        sqlx::query("DELETE FROM registrant_availability WHERE registrant_id = $1").bind($id).execute(&mut *$tx).await?;
+        for (d, f, t) in $slots {
+            sqlx::query("INSERT INTO registrant_availability (registrant_id, day, from_min, to_min) VALUES ($1, $2, $3, $4)")
+                .bind($id)
+                .bind(*d)
+                .bind(*f)
+                .bind(*t)
+                .execute(&mut *$tx)
+                .await?;
+        }
+    };
+}
+
+fn outbox_from_row<R: Row>(row: &R) -> Result<OutboxMessage>
+where
+    for<'a> &'a str: sqlx::ColumnIndex<R>,
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> Option<String>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    Ok(OutboxMessage {
+        id: row.try_get("id")?,
+        reference: row.try_get("reference")?,
+        channel: row.try_get("channel")?,
+        kind: row.try_get("kind")?,
+        recipient: row.try_get::<Option<String>, _>("recipient")?.unwrap_or_default(),
+        subject: row.try_get("subject")?,
+        body: row.try_get::<Option<String>, _>("body")?.unwrap_or_default(),
+        attempts: row.try_get("attempts")?,
+    })
+}
+
+#[async_trait]
+impl Store for SqlStore {
+    fn backend(&self) -> Backend {
+        match self.db {
+            Db::Sqlite(_) => Backend::Sqlite,
+            Db::Pg(_) => Backend::Postgres,
+        }
+    }
+
+    async fn migrate(&self) -> Result<()> {
+        match &self.db {
+            Db::Sqlite(p) => sqlx::migrate!("./migrations/sqlite").run(p).await?,
+            Db::Pg(p) => sqlx::migrate!("./migrations/postgres").run(p).await?,
+        }
+        Ok(())
+    }
+
+    async fn ping(&self) -> Result<()> {
+        on_db!(self, |p| {
+            sqlx::query("SELECT 1").execute(p).await?;
+        });
+        Ok(())
+    }
+
+    async fn insert_registrations(&self, batch: &[NewRegistrant], now: i64) -> Result<Vec<InsertOutcome>> {
+        on_db!(self, |p| {
+            let mut tx = p.begin_write().await?;
+            let mut out = Vec::with_capacity(batch.len());
+            for r in batch {
+                let id: Option<i64> = sqlx::query_scalar(
+                    "INSERT INTO registrants (nid_hash, country, birth_ymd, title, first_name, last_name, email, phone, language, status, created_at, status_changed_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'unconfirmed', $10, $10) \
+                     ON CONFLICT (nid_hash) DO NOTHING RETURNING id",
+                )
+                .bind(&r.nid_hash)
+                .bind(&r.country)
+                .bind(r.birth_ymd)
+                .bind(&r.title)
+                .bind(&r.first_name)
+                .bind(&r.last_name)
+                .bind(&r.email)
+                .bind(&r.phone)
+                .bind(&r.language)
+                .bind(now)
+                .fetch_optional(&mut *tx)
+                .await?;
+                let Some(id) = id else {
+                    out.push(InsertOutcome::Duplicate);
+                    continue;
+                };
+                replace_centers!(tx, id, &r.centers);
+                replace_availability!(tx, id, &r.availability);
+                for (hash, purpose, expires) in [(&r.confirm_hash, "confirm", r.confirm_expires_at), (&r.me_hash, "me", r.me_expires_at)] {
+                    sqlx::query("INSERT INTO tokens (hash, purpose, subject_id, created_at, expires_at) VALUES ($1, $2, $3, $4, $5)")
+                        .bind(hash)
+                        .bind(purpose)
+                        .bind(id)
+                        .bind(now)
+                        .bind(expires)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                insert_message!(tx, r.message, Some(id), now);
+                let detail = format!("{{\"country\":\"{}\"}}", r.country);
+                audit!(tx, now, "public", "registrant.created", "registrant", id, detail);
+                out.push(InsertOutcome::Created(id));
+            }
+            tx.commit().await?;
+            Ok(out)
+        })
+    }
+
+    async fn confirm_registrant(&self, confirm_hash: &str, me_hash: &str, now: i64) -> Result<ConfirmOutcome> {
+        on_db!(self, |p| {
+            let mut tx = p.begin_write().await?;
+            let row = sqlx::query("SELECT subject_id, expires_at FROM tokens WHERE hash = $1 AND purpose = 'confirm'")
+                .bind(confirm_hash)
+                .fetch_optional(&mut *tx)
+                .await?;
+            let Some(row) = row else { return Ok(ConfirmOutcome::Unknown) };
+            let id: i64 = row.try_get(0)?;
+            let expires_at: i64 = row.try_get(1)?;
+            let status: Option<String> = sqlx::query_scalar("SELECT status FROM registrants WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
+            match status.as_deref() {
+                None => Ok(ConfirmOutcome::Unknown),
+                Some("unconfirmed") if expires_at <= now => Ok(ConfirmOutcome::Expired),
+                Some("unconfirmed") => {
+                    sqlx::query("UPDATE registrants SET status = 'waiting', confirmed_at = $2, status_changed_at = $2 WHERE id = $1 AND status = 'unconfirmed'")
+                        .bind(id)
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?;
+                    sqlx::query("INSERT INTO tokens (hash, purpose, subject_id, created_at, expires_at) VALUES ($1, 'me', $2, $3, $4)")
+                        .bind(me_hash)
+                        .bind(id)
+                        .bind(now)
+                        .bind(now + ME_TOKEN_LIFETIME_MS)
+                        .execute(&mut *tx)
+                        .await?;
+                    audit!(tx, now, "registrant", "registrant.confirmed", "registrant", id, "{}");
+                    tx.commit().await?;
+                    Ok(ConfirmOutcome::Confirmed(id))
+                }
+                Some(_) => Ok(ConfirmOutcome::AlreadyConfirmed(id)),
+            }
+        })
+    }
+
+    async fn registrant_by_token(&self, purpose: TokenPurpose, hash: &str, now: i64) -> Result<Option<RegistrantRecord>> {
+        on_db!(self, |p| {
+            let mut conn = p.acquire().await?;
+            let id: Option<i64> = sqlx::query_scalar("SELECT subject_id FROM tokens WHERE hash = $1 AND purpose = $2 AND expires_at > $3")
+                .bind(hash)
+                .bind(purpose.as_str())
+                .bind(now)
+                .fetch_optional(&mut *conn)
+                .await?;
+            match id {
+                None => Ok(None),
+                Some(id) => Ok(load_registrant!(conn, id)),
+            }
+        })
+    }
+
+    async fn update_registrant(&self, id: i64, change: &RegistrantChange, now: i64) -> Result<RegistrantRecord> {
+        on_db!(self, |p| {
+            let mut tx = p.begin_write().await?;
+            let status: Option<String> = sqlx::query_scalar("SELECT status FROM registrants WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
+            let status = status.ok_or(StoreError::NotFound)?;
+            if status == "withdrawn" {
+                return Err(StoreError::Conflict("withdrawn"));
+            }
+            let mut changed: Vec<&str> = Vec::new();
+            if let Some(lang) = &change.language {
+                sqlx::query("UPDATE registrants SET language = $2 WHERE id = $1").bind(id).bind(lang).execute(&mut *tx).await?;
+                changed.push("language");
+            }
+            if let Some(phone) = &change.phone {
+                sqlx::query("UPDATE registrants SET phone = $2 WHERE id = $1").bind(id).bind(phone).execute(&mut *tx).await?;
+                changed.push("phone");
+            }
+            if let Some(centers) = &change.centers {
+                replace_centers!(tx, id, centers);
+                changed.push("centers");
+            }
+            if let Some(slots) = &change.availability {
+                replace_availability!(tx, id, slots);
+                changed.push("availability");
+            }
+            if let Some(paused) = change.paused {
+                let (from, to) = if paused { ("waiting", "paused") } else { ("paused", "waiting") };
+                if status != from && status != to {
+                    return Err(StoreError::Conflict(if paused { "cannot_pause" } else { "cannot_resume" }));
+                }
+                if status == from {
+                    sqlx::query("UPDATE registrants SET status = $2, status_changed_at = $3, ignored_invitations = 0 WHERE id = $1")
+                        .bind(id)
+                        .bind(to)
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?;
+                    changed.push(if paused { "paused" } else { "resumed" });
+                }
+            }
+            if !changed.is_empty() {
+                let detail = format!("{{\"fields\":{:?}}}", changed);
+                audit!(tx, now, "registrant", "registrant.updated", "registrant", id, detail);
+            }
+            let record = load_registrant!(tx, id).ok_or(StoreError::NotFound)?;
+            tx.commit().await?;
+            Ok(record)
+        })
+    }
+
+    async fn withdraw_registrant(&self, id: i64, now: i64) -> Result<()> {
+        on_db!(self, |p| {
+            let mut tx = p.begin_write().await?;
+            let n = sqlx::query(
+                "UPDATE registrants SET nid_hash = NULL, birth_ymd = NULL, title = NULL, first_name = NULL, last_name = NULL, \
+                 email = NULL, phone = NULL, status = 'withdrawn', status_changed_at = $2 WHERE id = $1 AND status <> 'withdrawn'",
+            )
+            .bind(id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if n == 0 {
+                return Ok(());
+            }
+            replace_centers!(tx, id, &Vec::<i64>::new());
+            replace_availability!(tx, id, &Vec::<(i64, i64, i64)>::new());
+            sqlx::query(
+                "UPDATE outbox SET recipient = NULL, subject = NULL, body = NULL, \
+                 status = CASE WHEN status IN ('queued', 'sending') THEN 'withdrawn' ELSE status END WHERE registrant_id = $1",
+            )
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query("DELETE FROM tokens WHERE subject_id = $1 AND purpose = 'confirm'").bind(id).execute(&mut *tx).await?;
+            audit!(tx, now, "registrant", "registrant.withdrawn", "registrant", id, "{}");
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+
+    async fn registrant_raw_row(&self, id: i64) -> Result<Option<Vec<(String, Option<String>)>>> {
+        // Every personal column as text, for erasure checks and data export.
+        const COLS: [&str; 9] = ["nid_hash", "birth_ymd", "title", "first_name", "last_name", "email", "phone", "status", "language"];
+        on_db!(self, |p| {
+            let row = sqlx::query(
+                "SELECT nid_hash, CAST(birth_ymd AS TEXT) AS birth_ymd, title, first_name, last_name, email, phone, status, language FROM registrants WHERE id = $1",
+            )
+            .bind(id)
+            .fetch_optional(p)
+            .await?;
+            match row {
+                None => Ok(None),
+                Some(row) => Ok(Some(
+                    COLS.iter()
+                        .map(|c| Ok((c.to_string(), row.try_get::<Option<String>, _>(*c)?)))
+                        .collect::<Result<Vec<_>, sqlx::Error>>()?,
+                )),
+            }
+        })
+    }
+
+    async fn stats(&self) -> Result<Stats> {
+        on_db!(self, |p| {
+            let rows = sqlx::query("SELECT status, COUNT(*) AS n, COUNT(confirmed_at) AS c FROM registrants GROUP BY status")
+                .fetch_all(p)
+                .await?;
+            let mut s = Stats::default();
+            for row in rows {
+                let status: String = row.try_get(0)?;
+                let n: i64 = row.try_get(1)?;
+                let c: i64 = row.try_get(2)?;
+                if status == "withdrawn" {
+                    continue;
+                }
+                s.registered += n;
+                s.confirmed += c;
+                match status.as_str() {
+                    "waiting" => s.waiting = n,
+                    "invited" => s.invited = n,
+                    "booked" => s.booked = n,
+                    "vaccinated" => s.vaccinated = n,
+                    _ => {}
+                }
+            }
+            s.doses_available = sqlx::query_scalar("SELECT CAST(COALESCE(SUM(on_hand - reserved), 0) AS BIGINT) FROM stock")
+                .fetch_one(p)
+                .await?;
+            Ok(s)
+        })
+    }
+
+    async fn enqueue_message(&self, msg: &NewMessage, now: i64) -> Result<()> {
+        on_db!(self, |p| {
+            let mut tx = p.begin_write().await?;
+            insert_message!(tx, msg, msg.registrant_id, now);
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+
+    async fn claim_messages(&self, channel: &str, worker: &str, now: i64, lease_ms: i64, limit: i64) -> Result<Vec<OutboxMessage>> {
+        on_db!(self, |p| {
+            let mut tx = p.begin_write().await?;
+            let rows = sqlx::query(p.claim_sql())
+                .bind(worker)
+                .bind(now + lease_ms)
+                .bind(channel)
+                .bind(now)
+                .bind(limit)
+                .fetch_all(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            let mut out = rows.iter().map(outbox_from_row).collect::<Result<Vec<_>>>()?;
+            out.sort_by_key(|m| m.id);
+            Ok(out)
+        })
+    }
+
+    async fn message_sent(&self, id: i64, worker: &str, now: i64) -> Result<()> {
+        on_db!(self, |p| {
+            let mut tx = p.begin_write().await?;
+            let n = sqlx::query(
+                "UPDATE outbox SET status = 'sent', sent_at = $3, body = NULL, recipient = NULL, claimed_by = NULL, claimed_until = NULL \
+                 WHERE id = $1 AND claimed_by = $2 AND status = 'sending'",
+            )
+            .bind(id)
+            .bind(worker)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if n == 1 {
+                audit!(tx, now, "dispatcher", "message.sent", "message", id, "{}");
+            }
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+
+    async fn message_retry(&self, id: i64, worker: &str, next_attempt_at: i64, error: &str) -> Result<()> {
+        on_db!(self, |p| {
+            sqlx::query(
+                "UPDATE outbox SET status = 'queued', next_attempt_at = $3, last_error = $4, claimed_by = NULL, claimed_until = NULL \
+                 WHERE id = $1 AND claimed_by = $2 AND status = 'sending'",
+            )
+            .bind(id)
+            .bind(worker)
+            .bind(next_attempt_at)
+            .bind(error)
+            .execute(p)
+            .await?;
+            Ok(())
+        })
+    }
+
+    async fn message_failed(&self, id: i64, worker: &str, now: i64, error: &str) -> Result<()> {
+        on_db!(self, |p| {
+            let mut tx = p.begin_write().await?;
+            let n = sqlx::query(
+                "UPDATE outbox SET status = 'failed', last_error = $3, body = NULL, claimed_by = NULL, claimed_until = NULL \
+                 WHERE id = $1 AND claimed_by = $2 AND status = 'sending'",
+            )
+            .bind(id)
+            .bind(worker)
+            .bind(error)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if n == 1 {
+                audit!(tx, now, "dispatcher", "message.failed", "message", id, "{}");
+            }
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+
+    async fn next_message_due(&self, channel: &str) -> Result<Option<i64>> {
+        on_db!(self, |p| {
+            let at: Option<i64> = sqlx::query_scalar(
+                "SELECT MIN(CASE WHEN status = 'queued' THEN next_attempt_at ELSE claimed_until END) FROM outbox \
+                 WHERE channel = $1 AND status IN ('queued', 'sending')",
+            )
+            .bind(channel)
+            .fetch_one(p)
+            .await?;
+            Ok(at)
+        })
+    }
+
+    async fn outbox_counts(&self) -> Result<Vec<(String, String, i64)>> {
+        on_db!(self, |p| {
+            let rows = sqlx::query("SELECT channel, status, COUNT(*) FROM outbox GROUP BY channel, status ORDER BY channel, status")
+                .fetch_all(p)
+                .await?;
+            rows.iter()
+                .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+                .collect()
+        })
+    }
+
+    async fn create_center(&self, c: &NewCenter, actor: &str, now: i64) -> Result<CenterRecord> {
+        on_db!(self, |p| {
+            let mut tx = p.begin_write().await?;
+            let id: i64 = sqlx::query_scalar("INSERT INTO centers (name, address, postal_code, time_zone, created_at) VALUES ($1, $2, $3, $4, $5) RETURNING id")
+                .bind(&c.name)
+                .bind(&c.address)
+                .bind(&c.postal_code)
+                .bind(&c.time_zone)
+                .bind(now)
+                .fetch_one(&mut *tx)
+                .await?;
+            audit!(tx, now, actor, "center.created", "center", id, "{}");
+            tx.commit().await?;
+            Ok(CenterRecord { id, name: c.name.clone(), address: c.address.clone(), postal_code: c.postal_code.clone(), time_zone: c.time_zone.clone() })
+        })
+    }
+
+    async fn list_centers(&self) -> Result<Vec<CenterRecord>> {
+        on_db!(self, |p| {
+            let rows = sqlx::query("SELECT id, name, address, postal_code, time_zone FROM centers ORDER BY name, id").fetch_all(p).await?;
+            rows.iter()
+                .map(|r| {
+                    Ok(CenterRecord {
+                        id: r.try_get(0)?,
+                        name: r.try_get(1)?,
+                        address: r.try_get(2)?,
+                        postal_code: r.try_get(3)?,
+                        time_zone: r.try_get(4)?,
+                    })
+                })
+                .collect()
+        })
+    }
+
+    async fn known_centers(&self, ids: &[i64]) -> Result<Vec<i64>> {
+        let mut known = Vec::with_capacity(ids.len());
+        on_db!(self, |p| {
+            for id in ids {
+                let hit: Option<i64> = sqlx::query_scalar("SELECT id FROM centers WHERE id = $1").bind(*id).fetch_optional(p).await?;
+                known.extend(hit);
+            }
+        });
+        Ok(known)
+    }
+
+    async fn create_vaccine(&self, v: &VaccineRecord, actor: &str, now: i64) -> Result<()> {
+        on_db!(self, |p| {
+            let mut tx = p.begin_write().await?;
+            let n = sqlx::query("INSERT INTO vaccines (code, name, min_age, max_age, created_at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (code) DO NOTHING")
+                .bind(&v.code)
+                .bind(&v.name)
+                .bind(v.min_age)
+                .bind(v.max_age)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            if n == 0 {
+                return Err(StoreError::Conflict("vaccine_exists"));
+            }
+            audit!(tx, now, actor, "vaccine.created", "vaccine", v.code, "{}");
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+
+    async fn list_vaccines(&self) -> Result<Vec<VaccineRecord>> {
+        on_db!(self, |p| {
+            let rows = sqlx::query("SELECT code, name, min_age, max_age FROM vaccines ORDER BY code").fetch_all(p).await?;
+            rows.iter()
+                .map(|r| Ok(VaccineRecord { code: r.try_get(0)?, name: r.try_get(1)?, min_age: r.try_get(2)?, max_age: r.try_get(3)? }))
+                .collect()
+        })
+    }
+
+    async fn record_delivery(&self, center_id: i64, vaccine: &str, doses: i64, actor: &str, now: i64) -> Result<()> {
+        on_db!(self, |p| {
+            let mut tx = p.begin_write().await?;
+            sqlx::query(
+                "INSERT INTO stock (center_id, vaccine, on_hand, reserved, administered) VALUES ($1, $2, $3, 0, 0) \
+                 ON CONFLICT (center_id, vaccine) DO UPDATE SET on_hand = stock.on_hand + excluded.on_hand",
+            )
+            .bind(center_id)
+            .bind(vaccine)
+            .bind(doses)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query("INSERT INTO stock_ledger (center_id, vaccine, kind, doses, actor, at) VALUES ($1, $2, 'delivered', $3, $4, $5)")
+                .bind(center_id)
+                .bind(vaccine)
+                .bind(doses)
+                .bind(actor)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            let detail = format!("{{\"vaccine\":{:?},\"doses\":{}}}", vaccine, doses);
+            audit!(tx, now, actor, "stock.delivered", "center", center_id, detail);
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+
+    async fn stock(&self, center_id: i64) -> Result<Vec<StockRecord>> {
+        on_db!(self, |p| {
+            let rows = sqlx::query("SELECT vaccine, on_hand, reserved, administered FROM stock WHERE center_id = $1 ORDER BY vaccine")
+                .bind(center_id)
+                .fetch_all(p)
+                .await?;
+            rows.iter()
+                .map(|r| Ok(StockRecord { vaccine: r.try_get(0)?, on_hand: r.try_get(1)?, reserved: r.try_get(2)?, administered: r.try_get(3)? }))
+                .collect()
+        })
+    }
+
+    async fn create_user(&self, u: &NewUser, actor: &str, now: i64) -> Result<i64> {
+        on_db!(self, |p| {
+            let mut tx = p.begin_write().await?;
+            let id: Option<i64> = sqlx::query_scalar(
+                "INSERT INTO staff_users (email, password_hash, role, center_id, created_at) VALUES ($1, $2, $3, $4, $5) \
+                 ON CONFLICT (email) DO NOTHING RETURNING id",
+            )
+            .bind(&u.email)
+            .bind(&u.password_hash)
+            .bind(&u.role)
+            .bind(u.center_id)
+            .bind(now)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let id = id.ok_or(StoreError::Conflict("user_exists"))?;
+            let detail = format!("{{\"role\":{:?}}}", u.role);
+            audit!(tx, now, actor, "user.created", "user", id, detail);
+            tx.commit().await?;
+            Ok(id)
+        })
+    }
+
+    async fn user_by_email(&self, email: &str) -> Result<Option<UserRecord>> {
+        on_db!(self, |p| {
+            let row = sqlx::query("SELECT id, email, password_hash, role, center_id FROM staff_users WHERE email = $1")
+                .bind(email)
+                .fetch_optional(p)
+                .await?;
+            row.map(|r| {
+                Ok(UserRecord { id: r.try_get(0)?, email: r.try_get(1)?, password_hash: r.try_get(2)?, role: r.try_get(3)?, center_id: r.try_get(4)? })
+            })
+            .transpose()
+        })
+    }
+
+    async fn admin_exists(&self) -> Result<bool> {
+        on_db!(self, |p| {
+            let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM staff_users WHERE role = 'admin'").fetch_one(p).await?;
+            Ok(n > 0)
+        })
+    }
+
+    async fn audit_trail(&self, limit: i64) -> Result<Vec<AuditRecord>> {
+        on_db!(self, |p| {
+            let rows = sqlx::query("SELECT at, actor, action, subject_type, subject_id, detail FROM audit_log ORDER BY id DESC LIMIT $1")
+                .bind(limit)
+                .fetch_all(p)
+                .await?;
+            rows.iter()
+                .map(|r| {
+                    Ok(AuditRecord {
+                        at: r.try_get(0)?,
+                        actor: r.try_get(1)?,
+                        action: r.try_get(2)?,
+                        subject_type: r.try_get(3)?,
+                        subject_id: r.try_get(4)?,
+                        detail: r.try_get(5)?,
+                    })
+                })
+                .collect()
+        })
+    }
+}
+
+/// A self-service link stays valid for a year and a half.
+pub const ME_TOKEN_LIFETIME_MS: i64 = 548 * 24 * 3600 * 1000;
