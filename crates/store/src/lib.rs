@@ -9,7 +9,7 @@ mod records;
 mod sql;
 
 pub use records::*;
-pub use sql::SqlStore;
+pub use sql::{ME_TOKEN_LIFETIME_MS, SqlStore};
 
 use async_trait::async_trait;
 

@@ -84,7 +84,7 @@ pub struct NewRegistrant {
     pub me_hash: String,
     pub me_expires_at: i64,
     /// The confirmation e-mail, queued in the same transaction.
-    pub message: NewMessage,
+    pub message: Option<NewMessage>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -263,7 +263,9 @@ impl Store for SqlStore {
                         .execute(&mut *tx)
                         .await?;
                 }
-                insert_message!(tx, r.message, Some(id), now);
+                if let Some(m) = &r.message {
+                    insert_message!(tx, m, Some(id), now);
+                }
                 let detail = format!("{{\"country\":\"{}\"}}", r.country);
                 audit!(tx, now, "public", "registrant.created", "registrant", id, detail);
                 out.push(InsertOutcome::Created(id));

@@ -1,0 +1,72 @@
+//! The application state shared by handlers and background workers.
+
+use crate::config::Config;
+use crate::services::signup::SignupWriter;
+use crate::security::ClientLimiter;
+use standby_domain::Clock;
+use standby_store::{CenterRecord, Store};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::Notify;
+
+pub type AppState = Arc<App>;
+
+pub struct App {
+    pub config: Config,
+    pub store: Arc<dyn Store>,
+    pub clock: Arc<dyn Clock>,
+    pub signups: SignupWriter,
+    pub limiter: ClientLimiter,
+    /// Woken whenever a message is queued, so dispatchers need not poll fast.
+    pub outbox_wake: Arc<Notify>,
+    /// Names this process in outbox claims.
+    pub worker_id: String,
+    centers: Mutex<Option<(Instant, Arc<Vec<CenterRecord>>)>>,
+}
+
+impl App {
+    /// Builds the state and starts the sign-up writers. Background
+    /// dispatchers are started separately by [`crate::spawn_workers`].
+    pub fn new(config: Config, store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> AppState {
+        let outbox_wake = Arc::new(Notify::new());
+        let writers = match store.backend() {
+            standby_store::Backend::Sqlite => 1,
+            standby_store::Backend::Postgres => 4,
+        };
+        let signups = SignupWriter::start(store.clone(), clock.clone(), outbox_wake.clone(), config.signup_queue, writers);
+        Arc::new(App {
+            limiter: ClientLimiter::new(config.client_rate),
+            worker_id: format!("{}-{}", std::process::id(), crate::security::random_reference("w")),
+            config,
+            store,
+            clock,
+            signups,
+            outbox_wake,
+            centers: Mutex::new(None),
+        })
+    }
+
+    /// Centres change rarely; sign-ups check against a copy at most 5 s old.
+    pub async fn centers(&self) -> Result<Arc<Vec<CenterRecord>>, standby_store::StoreError> {
+        if let Some((at, list)) = self.centers.lock().expect("centres lock").as_ref()
+            && at.elapsed() < Duration::from_secs(5)
+        {
+            return Ok(list.clone());
+        }
+        let list = Arc::new(self.store.list_centers().await?);
+        *self.centers.lock().expect("centres lock") = Some((Instant::now(), list.clone()));
+        Ok(list)
+    }
+
+    pub fn forget_centers(&self) {
+        *self.centers.lock().expect("centres lock") = None;
+    }
+
+    pub fn today(&self) -> jiff::civil::Date {
+        jiff::tz::Offset::UTC.to_datetime(self.clock.now()).date()
+    }
+
+    pub fn link(&self, path: &str) -> String {
+        format!("{}{}", self.config.public_url, path)
+    }
+}

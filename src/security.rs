@@ -1,0 +1,166 @@
+//! Secrets: random tokens (stored only as SHA-256), keyed hashes of national
+//! IDs, staff password hashes, signatures, and the per-client rate limit.
+
+use hmac::{Hmac, KeyInit, Mac};
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
+
+/// 256 random bits, URL-safe base64 (43 characters).
+pub fn random_token() -> String {
+    use base64::Engine;
+    let mut buf = [0u8; 32];
+    rand::rng().fill_bytes(&mut buf);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(buf)
+}
+
+/// A short random reference for messages (128 bits, hex).
+pub fn random_reference(prefix: &str) -> String {
+    let mut buf = [0u8; 16];
+    rand::rng().fill_bytes(&mut buf);
+    format!("{prefix}-{}", hex::encode(buf))
+}
+
+/// What the store keeps of a bearer token. Tokens carry 256 random bits, so
+/// an unkeyed hash is enough; lookups by hash compare in the database index,
+/// which never sees the token itself.
+pub fn token_hash(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+/// Does the text look like one of our tokens? Cheap filter before any lookup.
+pub fn plausible_token(token: &str) -> bool {
+    token.len() == 43 && token.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+pub fn hmac_hex(key: &[u8], data: &[u8]) -> String {
+    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key).expect("HMAC takes any key length");
+    mac.update(data);
+    hex::encode(mac.finalize().into_bytes())
+}
+
+/// Constant-time check of a lowercase-hex HMAC-SHA256 signature.
+pub fn verify_hmac_hex(key: &[u8], data: &[u8], signature_hex: &str) -> bool {
+    let Ok(sig) = hex::decode(signature_hex.trim()) else { return false };
+    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key).expect("HMAC takes any key length");
+    mac.update(data);
+    mac.verify_slice(&sig).is_ok()
+}
+
+/// The keyed hash that stands for a national ID everywhere.
+pub fn national_id_hash(secret: &[u8], canonical: &str) -> String {
+    hmac_hex(secret, format!("national-id:{canonical}").as_bytes())
+}
+
+pub fn hash_password(password: &str) -> anyhow::Result<String> {
+    use argon2::password_hash::PasswordHasher;
+    let hash = argon2::Argon2::default()
+        .hash_password(password.as_bytes())
+        .map_err(|e| anyhow::anyhow!("password hashing failed: {e}"))?;
+    Ok(hash.to_string())
+}
+
+pub fn verify_password(password: &str, phc: &str) -> bool {
+    use argon2::password_hash::{PasswordVerifier, phc::PasswordHash};
+    match PasswordHash::new(phc) {
+        Ok(parsed) => argon2::Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok(),
+        Err(_) => false,
+    }
+}
+
+/// Requests per minute per client address, in fixed one-minute windows.
+/// `limit == 0` turns it off.
+pub struct ClientLimiter {
+    limit: u32,
+    windows: Mutex<HashMap<IpAddr, (i64, u32)>>,
+}
+
+impl ClientLimiter {
+    pub fn new(limit: u32) -> Self {
+        Self { limit, windows: Mutex::new(HashMap::new()) }
+    }
+
+    /// `Ok(())` to go on, or `Err(seconds)` to wait.
+    pub fn check(&self, ip: IpAddr, now_ms: i64) -> Result<(), u64> {
+        if self.limit == 0 {
+            return Ok(());
+        }
+        let minute = now_ms.div_euclid(60_000);
+        let mut map = self.windows.lock().expect("limiter lock");
+        if map.len() > 100_000 {
+            map.retain(|_, (m, _)| *m == minute);
+        }
+        let entry = map.entry(ip).or_insert((minute, 0));
+        if entry.0 != minute {
+            *entry = (minute, 0);
+        }
+        if entry.1 >= self.limit {
+            let wait_ms = (minute + 1) * 60_000 - now_ms;
+            return Err(u64::try_from((wait_ms + 999) / 1000).unwrap_or(1).max(1));
+        }
+        entry.1 += 1;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_random_and_hashed() {
+        let a = random_token();
+        let b = random_token();
+        assert_ne!(a, b);
+        assert!(plausible_token(&a));
+        assert!(!plausible_token("abc"));
+        assert!(!plausible_token(&format!("{}'", &a[..42])));
+        assert_eq!(token_hash(&a).len(), 64);
+        assert_ne!(token_hash(&a), token_hash(&b));
+    }
+
+    #[test]
+    fn national_id_hash_depends_on_the_secret() {
+        let a = national_id_hash(b"secret-one-0123456", "BE:85073003328");
+        let b = national_id_hash(b"secret-two-0123456", "BE:85073003328");
+        assert_ne!(a, b);
+        assert!(!a.contains("85073003328"));
+        assert_eq!(a, national_id_hash(b"secret-one-0123456", "BE:85073003328"));
+    }
+
+    #[test]
+    fn signatures() {
+        let sig = hmac_hex(b"k", b"body");
+        assert!(verify_hmac_hex(b"k", b"body", &sig));
+        assert!(!verify_hmac_hex(b"k", b"body2", &sig));
+        assert!(!verify_hmac_hex(b"k", b"body", "zz"));
+        assert!(!verify_hmac_hex(b"other", b"body", &sig));
+    }
+
+    #[test]
+    fn passwords() {
+        let h = hash_password("correct horse battery").unwrap();
+        assert!(h.starts_with("$argon2id$"));
+        assert!(verify_password("correct horse battery", &h));
+        assert!(!verify_password("wrong", &h));
+        assert!(!verify_password("x", "not a hash"));
+    }
+
+    #[test]
+    fn limiter_counts_per_client_per_minute() {
+        let l = ClientLimiter::new(2);
+        let a: IpAddr = "127.0.0.1".parse().unwrap();
+        let b: IpAddr = "127.0.0.2".parse().unwrap();
+        assert!(l.check(a, 0).is_ok());
+        assert!(l.check(a, 1_000).is_ok());
+        assert_eq!(l.check(a, 30_000), Err(30));
+        assert!(l.check(b, 30_000).is_ok());
+        assert!(l.check(a, 60_000).is_ok());
+        let off = ClientLimiter::new(0);
+        for _ in 0..100 {
+            assert!(off.check(a, 0).is_ok());
+        }
+    }
+}
