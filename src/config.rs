@@ -258,12 +258,20 @@ mod tests {
             ("STANDBY_SMS_RATE", "-3"),
             ("STANDBY_CLIENT_RATE", "lots"),
             ("STANDBY_TRUSTED_PROXIES", "10.0.0.1,proxy"),
-            ("STANDBY_ADMIN_EMAIL", "admin@example.be"),
         ] {
             let err = load(&[(var, value)]).unwrap_err();
             assert_eq!(err.setting, var, "{var}={value}: {err}");
             assert!(err.to_string().starts_with(var));
         }
+    }
+
+    #[test]
+    fn admin_needs_both_halves() {
+        assert_eq!(load(&[("STANDBY_ADMIN_EMAIL", "admin@example.be")]).unwrap_err().setting, "STANDBY_ADMIN_PASSWORD");
+        assert_eq!(load(&[("STANDBY_ADMIN_PASSWORD", "long enough pw")]).unwrap_err().setting, "STANDBY_ADMIN_EMAIL");
+        let err = load(&[("STANDBY_ADMIN_EMAIL", "nope"), ("STANDBY_ADMIN_PASSWORD", "long enough pw")]).unwrap_err();
+        assert_eq!(err.setting, "STANDBY_ADMIN_EMAIL");
+        assert!(load(&[("STANDBY_ADMIN_EMAIL", "a@b.be"), ("STANDBY_ADMIN_PASSWORD", "long enough pw")]).unwrap().admin.is_some());
     }
 
     #[test]

@@ -92,8 +92,12 @@ impl EmailChannel {
             .subject(msg.subject.clone().unwrap_or_default())
             .message_id(Some(format!("<{}@standby>", msg.reference)))
             .header(ContentType::TEXT_PLAIN)
-            // 8bit keeps links whole and the .eml files readable as they are.
-            .body(lettre::message::Body::new_with_encoding(msg.body.clone(), lettre::message::header::ContentTransferEncoding::EightBit).map_err(|_| "the body cannot be sent as 8bit".to_string())?)
+            // 8bit keeps links whole and the .eml files readable as they are;
+            // lettre picks another encoding when a line is too long for it.
+            .body(
+                lettre::message::Body::new_with_encoding(msg.body.clone(), lettre::message::header::ContentTransferEncoding::EightBit)
+                    .unwrap_or_else(|_| lettre::message::Body::new(msg.body.clone())),
+            )
             .map_err(|e| format!("cannot build the message: {e}"))
     }
 }

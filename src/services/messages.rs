@@ -4,6 +4,31 @@ use crate::i18n::t;
 use standby_domain::Language;
 use standby_store::NewMessage;
 
+/// Wraps text at 72 columns on spaces; a word longer than that (a link)
+/// stays whole on its own line.
+pub fn wrap(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 16);
+    for (i, line) in text.split('\n').enumerate() {
+        if i > 0 {
+            out.push('\n');
+        }
+        let mut width = 0;
+        for (j, word) in line.split(' ').enumerate() {
+            let w = word.chars().count();
+            if j > 0 && width + 1 + w > 72 {
+                out.push('\n');
+                width = 0;
+            } else if j > 0 {
+                out.push(' ');
+                width += 1;
+            }
+            out.push_str(word);
+            width += w;
+        }
+    }
+    out
+}
+
 pub struct ConfirmationMail<'a> {
     pub lang: Language,
     pub first_name: &'a str,
@@ -32,7 +57,7 @@ impl ConfirmationMail<'_> {
             registrant_id: None,
             recipient: self.email.to_string(),
             subject: Some(t(l, "mail.confirm.subject")),
-            body,
+            body: wrap(&body),
         }
     }
 }
@@ -40,6 +65,17 @@ impl ConfirmationMail<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn wrapping_keeps_words_and_links_whole() {
+        let long = "word ".repeat(40);
+        for line in wrap(&long).lines() {
+            assert!(line.chars().count() <= 72);
+        }
+        let link = format!("http://example.be/{}", "x".repeat(90));
+        assert_eq!(wrap(&format!("see {link}")), format!("see\n{link}"));
+        assert_eq!(wrap("a\n\nb"), "a\n\nb");
+    }
 
     #[test]
     fn confirmation_mail_carries_both_links_in_every_language() {

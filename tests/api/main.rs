@@ -1,1 +1,12 @@
+//! Standby's integration tests: one binary, the real application on
+//! loopback, a real database (SQLite file, or PostgreSQL with
+//! STANDBY_TEST_DATABASE_URL), real SMTP, headless Chromium.
 
+mod bad_input;
+mod browser;
+mod cli;
+mod helpers;
+mod selfservice;
+mod signup;
+mod smtp;
+mod store_contract;

@@ -186,7 +186,10 @@ impl RegistrationInput {
         let consent = if self.consent { Ok(()) } else { Err(FieldError::MustAccept) };
 
         check("country", country.map(drop));
-        check("national_id", national_id.as_ref().map(drop).map_err(|e| *e));
+        if country.is_ok() {
+            // With an unknown country the number cannot be judged; the country error says it all.
+            check("national_id", national_id.as_ref().map(drop).map_err(|e| *e));
+        }
         check("title", title.map(drop));
         check("first_name", first_name.as_ref().map(drop).map_err(|e| *e));
         check("last_name", last_name.as_ref().map(drop).map_err(|e| *e));
@@ -259,7 +262,7 @@ mod tests {
     #[test]
     fn every_error_is_reported_at_once() {
         let input = RegistrationInput {
-            country: Some("FR".into()),
+            country: None,
             national_id: Some("123".into()),
             title: Some("sir".into()),
             first_name: Some("x".repeat(10_000)),
@@ -276,10 +279,16 @@ mod tests {
         let fields: Vec<_> = errors.keys().copied().collect();
         assert_eq!(
             fields,
-            vec!["availability", "centers", "consent", "country", "email", "first_name", "language", "last_name", "national_id", "phone", "title"]
+            vec!["availability", "centers", "consent", "email", "first_name", "language", "last_name", "national_id", "phone", "title"]
         );
         assert_eq!(errors["first_name"], FieldError::TooLong(100));
         assert_eq!(errors["availability"], FieldError::InvalidDay);
+        // An unknown country is reported alone: the number cannot be judged without it.
+        let mut input = valid();
+        input.country = Some("FR".into());
+        input.national_id = Some("123".into());
+        let errors = input.validate(Country::Be, date(2026, 11, 24)).unwrap_err();
+        assert_eq!(errors.keys().copied().collect::<Vec<_>>(), vec!["country"]);
     }
 
     #[test]
