@@ -1,8 +1,8 @@
 //! The application state shared by handlers and background workers.
 
 use crate::config::Config;
-use crate::services::signup::SignupWriter;
 use crate::security::ClientLimiter;
+use crate::services::signup::SignupWriter;
 use standby_domain::Clock;
 use standby_store::{CenterRecord, Store};
 use std::sync::{Arc, Mutex};
@@ -33,10 +33,20 @@ impl App {
             standby_store::Backend::Sqlite => 1,
             standby_store::Backend::Postgres => 4,
         };
-        let signups = SignupWriter::start(store.clone(), clock.clone(), outbox_wake.clone(), config.signup_queue, writers);
+        let signups = SignupWriter::start(
+            store.clone(),
+            clock.clone(),
+            outbox_wake.clone(),
+            config.signup_queue,
+            writers,
+        );
         Arc::new(App {
             limiter: ClientLimiter::new(config.client_rate),
-            worker_id: format!("{}-{}", std::process::id(), crate::security::random_reference("w")),
+            worker_id: format!(
+                "{}-{}",
+                std::process::id(),
+                crate::security::random_reference("w")
+            ),
             config,
             store,
             clock,

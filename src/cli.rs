@@ -9,7 +9,11 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 #[derive(Parser, Debug)]
-#[command(name = "standby", version, about = "Vaccination sign-up and reserve list")]
+#[command(
+    name = "standby",
+    version,
+    about = "Vaccination sign-up and reserve list"
+)]
 struct Cli {
     /// Address to serve on (STANDBY_LISTEN).
     #[arg(long, global = true)]
@@ -78,23 +82,35 @@ pub fn main() -> ExitCode {
     let explicit_database = cli.database.is_some() || process_env("DATABASE_URL").is_some();
     let config = match Config::load(cli.listen.clone(), cli.database.clone(), &process_env) {
         Ok(c) => c,
-        Err(ConfigError { setting, problem }) => return usage_error(format!("{setting}: {problem}")),
+        Err(ConfigError { setting, problem }) => {
+            return usage_error(format!("{setting}: {problem}"));
+        }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => return usage_error(format!("cannot start the runtime: {e}")),
     };
     runtime.block_on(async move {
         let result = match cli.command.unwrap_or(Command::Serve) {
             Command::Serve => serve(config, !explicit_database).await,
-            Command::Migrate => crate::open_store(&config.database_url).await.map(|_| println!("migrations applied")),
-            Command::User { command: UserCommand::Add { email, role, center } } => {
-                match user_add(&config, &email, role, center).await {
-                    Err(UserError::Usage(line)) => return usage_error(line),
-                    Err(UserError::Other(e)) => Err(e),
-                    Ok(()) => Ok(()),
-                }
-            }
+            Command::Migrate => crate::open_store(&config.database_url)
+                .await
+                .map(|_| println!("migrations applied")),
+            Command::User {
+                command:
+                    UserCommand::Add {
+                        email,
+                        role,
+                        center,
+                    },
+            } => match user_add(&config, &email, role, center).await {
+                Err(UserError::Usage(line)) => return usage_error(line),
+                Err(UserError::Other(e)) => Err(e),
+                Ok(()) => Ok(()),
+            },
             Command::Demo { registrants } => demo(&config, registrants).await,
         };
         match result {
@@ -109,8 +125,11 @@ pub fn main() -> ExitCode {
 
 fn init_logging() {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_env("STANDBY_LOG").unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter =
+        EnvFilter::try_from_env("STANDBY_LOG").unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if process_env("STANDBY_LOG_FORMAT").as_deref() == Some("json") {
         let _ = builder.json().try_init();
     } else {
@@ -125,14 +144,21 @@ async fn serve(config: Config, may_seed_demo: bool) -> anyhow::Result<()> {
         && !store.admin_exists().await?
     {
         let hash = crate::security::hash_password(password)?;
-        let user = NewUser { email: email.to_lowercase(), password_hash: hash, role: "admin".into(), center_id: None };
+        let user = NewUser {
+            email: email.to_lowercase(),
+            password_hash: hash,
+            role: "admin".into(),
+            center_id: None,
+        };
         store.create_user(&user, "startup", clock.now_ms()).await?;
         tracing::info!("created the admin account from STANDBY_ADMIN_EMAIL");
     }
     if may_seed_demo && store.list_centers().await?.is_empty() && !store.admin_exists().await? {
         // A newcomer's first `cargo run` gets something to try.
         println!("Empty default database: loading the demo data set.");
-        crate::demo::seed(store.as_ref(), &config, clock.as_ref(), 200).await?.print();
+        crate::demo::seed(store.as_ref(), &config, clock.as_ref(), 200)
+            .await?
+            .print();
     }
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -150,7 +176,8 @@ async fn shutdown_signal() {
     };
     #[cfg(unix)]
     let term = async {
-        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
             s.recv().await;
         }
     };
@@ -171,22 +198,45 @@ impl From<anyhow::Error> for UserError {
     }
 }
 
-async fn user_add(config: &Config, email: &str, role: Role, center: Option<i64>) -> Result<(), UserError> {
-    let email = standby_domain::Email::parse(email).map_err(|_| UserError::Usage("--email: not a valid e-mail address".into()))?;
+async fn user_add(
+    config: &Config,
+    email: &str,
+    role: Role,
+    center: Option<i64>,
+) -> Result<(), UserError> {
+    let email = standby_domain::Email::parse(email)
+        .map_err(|_| UserError::Usage("--email: not a valid e-mail address".into()))?;
     match (role, center) {
-        (Role::Staff, None) => return Err(UserError::Usage("--center: required for the staff role".into())),
-        (Role::Admin, Some(_)) => return Err(UserError::Usage("--center: an admin belongs to no centre".into())),
+        (Role::Staff, None) => {
+            return Err(UserError::Usage(
+                "--center: required for the staff role".into(),
+            ));
+        }
+        (Role::Admin, Some(_)) => {
+            return Err(UserError::Usage(
+                "--center: an admin belongs to no centre".into(),
+            ));
+        }
         _ => {}
     }
     let mut password = String::new();
-    std::io::stdin().lock().read_line(&mut password).map_err(|e| UserError::Other(e.into()))?;
+    std::io::stdin()
+        .lock()
+        .read_line(&mut password)
+        .map_err(|e| UserError::Other(e.into()))?;
     let password = password.trim_end_matches(['\r', '\n']);
     if password.chars().count() < 10 {
-        return Err(UserError::Usage("password (standard input): at least 10 characters".into()));
+        return Err(UserError::Usage(
+            "password (standard input): at least 10 characters".into(),
+        ));
     }
     let store = crate::open_store(&config.database_url).await?;
     if let Some(c) = center
-        && store.known_centers(&[c]).await.map_err(anyhow::Error::from)?.is_empty()
+        && store
+            .known_centers(&[c])
+            .await
+            .map_err(anyhow::Error::from)?
+            .is_empty()
     {
         return Err(UserError::Usage(format!("--center: no centre with id {c}")));
     }
@@ -204,7 +254,9 @@ async fn user_add(config: &Config, email: &str, role: Role, center: Option<i64>)
             println!("created user {id}");
             Ok(())
         }
-        Err(standby_store::StoreError::Conflict(_)) => Err(UserError::Usage("--email: a user with this e-mail exists".into())),
+        Err(standby_store::StoreError::Conflict(_)) => Err(UserError::Usage(
+            "--email: a user with this e-mail exists".into(),
+        )),
         Err(e) => Err(UserError::Other(e.into())),
     }
 }

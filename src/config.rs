@@ -14,7 +14,10 @@ pub struct ConfigError {
 }
 
 fn bad(setting: &'static str, problem: impl Into<String>) -> ConfigError {
-    ConfigError { setting, problem: problem.into() }
+    ConfigError {
+        setting,
+        problem: problem.into(),
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,24 +69,43 @@ pub fn process_env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.trim().is_empty())
 }
 
-fn parse_rate(env: Env, name: &'static str, default: u32, allow_zero: bool) -> Result<u32, ConfigError> {
+fn parse_rate(
+    env: Env,
+    name: &'static str,
+    default: u32,
+    allow_zero: bool,
+) -> Result<u32, ConfigError> {
     match env(name) {
         None => Ok(default),
         Some(v) => match v.trim().parse::<u32>() {
             Ok(0) if !allow_zero => Err(bad(name, "must be a whole number of at least 1")),
             Ok(n) if n <= 1_000_000 => Ok(n),
-            _ => Err(bad(name, format!("{v:?} is not a whole number from {} to 1000000", u32::from(!allow_zero)))),
+            _ => Err(bad(
+                name,
+                format!(
+                    "{v:?} is not a whole number from {} to 1000000",
+                    u32::from(!allow_zero)
+                ),
+            )),
         },
     }
 }
 
 fn parse_dir_or_url(value: &str) -> Option<Result<PathBuf, ()>> {
-    value.strip_prefix("file:").map(|d| if d.is_empty() { Err(()) } else { Ok(PathBuf::from(d)) })
+    value.strip_prefix("file:").map(|d| {
+        if d.is_empty() {
+            Err(())
+        } else {
+            Ok(PathBuf::from(d))
+        }
+    })
 }
 
 /// The SQLite file behind a `sqlite://PATH` URL.
 pub fn sqlite_path(url: &str) -> Option<PathBuf> {
-    let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))?;
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
     let path = rest.split('?').next().unwrap_or("");
     (!path.is_empty() && path != ":memory:").then(|| PathBuf::from(path))
 }
@@ -91,52 +113,103 @@ pub fn sqlite_path(url: &str) -> Option<PathBuf> {
 impl Config {
     /// Builds the configuration. `secret_file` decides whether a missing
     /// STANDBY_SECRET may be generated and kept beside the SQLite file.
-    pub fn load(listen: Option<String>, database: Option<String>, env: Env) -> Result<Self, ConfigError> {
-        let listen_raw = listen.or_else(|| env("STANDBY_LISTEN")).unwrap_or_else(|| "127.0.0.1:8080".into());
-        let listen: SocketAddr = listen_raw
-            .trim()
-            .parse()
-            .map_err(|_| bad("STANDBY_LISTEN", format!("{listen_raw:?} is not an address such as 127.0.0.1:8080")))?;
-        let database_url = database.or_else(|| env("DATABASE_URL")).unwrap_or_else(|| "sqlite://standby.db".into());
-        let is_pg = database_url.starts_with("postgres://") || database_url.starts_with("postgresql://");
+    pub fn load(
+        listen: Option<String>,
+        database: Option<String>,
+        env: Env,
+    ) -> Result<Self, ConfigError> {
+        let listen_raw = listen
+            .or_else(|| env("STANDBY_LISTEN"))
+            .unwrap_or_else(|| "127.0.0.1:8080".into());
+        let listen: SocketAddr = listen_raw.trim().parse().map_err(|_| {
+            bad(
+                "STANDBY_LISTEN",
+                format!("{listen_raw:?} is not an address such as 127.0.0.1:8080"),
+            )
+        })?;
+        let database_url = database
+            .or_else(|| env("DATABASE_URL"))
+            .unwrap_or_else(|| "sqlite://standby.db".into());
+        let is_pg =
+            database_url.starts_with("postgres://") || database_url.starts_with("postgresql://");
         if !is_pg && sqlite_path(&database_url).is_none() {
-            return Err(bad("DATABASE_URL", "expected sqlite://PATH or postgres://…"));
+            return Err(bad(
+                "DATABASE_URL",
+                "expected sqlite://PATH or postgres://…",
+            ));
         }
         let public_url = env("STANDBY_PUBLIC_URL").unwrap_or_else(|| format!("http://{listen}"));
         let public_url = public_url.trim_end_matches('/').to_string();
-        if !(public_url.starts_with("http://") || public_url.starts_with("https://")) || public_url.contains(char::is_whitespace) {
-            return Err(bad("STANDBY_PUBLIC_URL", "must start with http:// or https://"));
+        if !(public_url.starts_with("http://") || public_url.starts_with("https://"))
+            || public_url.contains(char::is_whitespace)
+        {
+            return Err(bad(
+                "STANDBY_PUBLIC_URL",
+                "must start with http:// or https://",
+            ));
         }
         let secret = match env("STANDBY_SECRET") {
             Some(s) if s.len() >= 16 => s.into_bytes(),
             Some(_) => return Err(bad("STANDBY_SECRET", "must be at least 16 characters")),
-            None if is_pg => return Err(bad("STANDBY_SECRET", "required with PostgreSQL (several instances must share it)")),
+            None if is_pg => {
+                return Err(bad(
+                    "STANDBY_SECRET",
+                    "required with PostgreSQL (several instances must share it)",
+                ));
+            }
             None => load_or_create_secret(&database_url)?,
         };
         let country = match env("STANDBY_COUNTRY") {
             None => Country::Be,
-            Some(c) => Country::parse(&c).ok_or_else(|| bad("STANDBY_COUNTRY", "must be BE or LU"))?,
+            Some(c) => {
+                Country::parse(&c).ok_or_else(|| bad("STANDBY_COUNTRY", "must be BE or LU"))?
+            }
         };
         let email_raw = env("STANDBY_EMAIL").unwrap_or_else(|| "file:outbox".into());
         let email = match parse_dir_or_url(&email_raw) {
             Some(Ok(dir)) => EmailChannel::File(dir),
-            Some(Err(())) => return Err(bad("STANDBY_EMAIL", "file: needs a folder, as in file:outbox")),
-            None if crate::notify::email::smtp_settings(&email_raw).is_ok() => EmailChannel::Smtp { url: email_raw },
+            Some(Err(())) => {
+                return Err(bad(
+                    "STANDBY_EMAIL",
+                    "file: needs a folder, as in file:outbox",
+                ));
+            }
+            None if crate::notify::email::smtp_settings(&email_raw).is_ok() => {
+                EmailChannel::Smtp { url: email_raw }
+            }
             None => {
-                let why = crate::notify::email::smtp_settings(&email_raw).err().unwrap_or_default();
-                return Err(bad("STANDBY_EMAIL", format!("expected file:DIR or smtp://[user:pass@]host:port ({why})")));
+                let why = crate::notify::email::smtp_settings(&email_raw)
+                    .err()
+                    .unwrap_or_default();
+                return Err(bad(
+                    "STANDBY_EMAIL",
+                    format!("expected file:DIR or smtp://[user:pass@]host:port ({why})"),
+                ));
             }
         };
         let sms_raw = env("STANDBY_SMS").unwrap_or_else(|| "file:outbox".into());
         let sms = match parse_dir_or_url(&sms_raw) {
             Some(Ok(dir)) => SmsChannel::File(dir),
-            Some(Err(())) => return Err(bad("STANDBY_SMS", "file: needs a folder, as in file:outbox")),
-            None if (sms_raw.starts_with("http://") || sms_raw.starts_with("https://")) && reqwest::Url::parse(&sms_raw).is_ok() => {
+            Some(Err(())) => {
+                return Err(bad(
+                    "STANDBY_SMS",
+                    "file: needs a folder, as in file:outbox",
+                ));
+            }
+            None if (sms_raw.starts_with("http://") || sms_raw.starts_with("https://"))
+                && reqwest::Url::parse(&sms_raw).is_ok() =>
+            {
                 SmsChannel::Http(sms_raw)
             }
-            None => return Err(bad("STANDBY_SMS", "expected file:DIR or an http(s):// gateway URL")),
+            None => {
+                return Err(bad(
+                    "STANDBY_SMS",
+                    "expected file:DIR or an http(s):// gateway URL",
+                ));
+            }
         };
-        let email_from = env("STANDBY_EMAIL_FROM").unwrap_or_else(|| "Standby <no-reply@standby.localhost>".into());
+        let email_from = env("STANDBY_EMAIL_FROM")
+            .unwrap_or_else(|| "Standby <no-reply@standby.localhost>".into());
         if email_from.parse::<lettre::message::Mailbox>().is_err() {
             return Err(bad("STANDBY_EMAIL_FROM", "not a valid sender address"));
         }
@@ -146,7 +219,14 @@ impl Config {
                 .split(',')
                 .map(str::trim)
                 .filter(|s| !s.is_empty())
-                .map(|s| s.parse::<IpAddr>().map_err(|_| bad("STANDBY_TRUSTED_PROXIES", format!("{s:?} is not an IP address"))))
+                .map(|s| {
+                    s.parse::<IpAddr>().map_err(|_| {
+                        bad(
+                            "STANDBY_TRUSTED_PROXIES",
+                            format!("{s:?} is not an IP address"),
+                        )
+                    })
+                })
                 .collect::<Result<_, _>>()?,
         };
         let admin = match (env("STANDBY_ADMIN_EMAIL"), env("STANDBY_ADMIN_PASSWORD")) {
@@ -155,13 +235,26 @@ impl Config {
                     return Err(bad("STANDBY_ADMIN_EMAIL", "not a valid e-mail address"));
                 }
                 if p.chars().count() < 10 {
-                    return Err(bad("STANDBY_ADMIN_PASSWORD", "must be at least 10 characters"));
+                    return Err(bad(
+                        "STANDBY_ADMIN_PASSWORD",
+                        "must be at least 10 characters",
+                    ));
                 }
                 Some((e, p))
             }
             (None, None) => None,
-            (Some(_), None) => return Err(bad("STANDBY_ADMIN_PASSWORD", "needed with STANDBY_ADMIN_EMAIL")),
-            (None, Some(_)) => return Err(bad("STANDBY_ADMIN_EMAIL", "needed with STANDBY_ADMIN_PASSWORD")),
+            (Some(_), None) => {
+                return Err(bad(
+                    "STANDBY_ADMIN_PASSWORD",
+                    "needed with STANDBY_ADMIN_EMAIL",
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(bad(
+                    "STANDBY_ADMIN_EMAIL",
+                    "needed with STANDBY_ADMIN_PASSWORD",
+                ));
+            }
         };
         Ok(Config {
             listen,
@@ -186,21 +279,45 @@ impl Config {
 /// Without STANDBY_SECRET, SQLite deployments keep a generated key in
 /// `PATH.secret` beside the database, created once, readable by the owner only.
 fn load_or_create_secret(database_url: &str) -> Result<Vec<u8>, ConfigError> {
-    let db = sqlite_path(database_url).ok_or_else(|| bad("DATABASE_URL", "expected sqlite://PATH"))?;
+    let db =
+        sqlite_path(database_url).ok_or_else(|| bad("DATABASE_URL", "expected sqlite://PATH"))?;
     let mut file = db.clone().into_os_string();
     file.push(".secret");
     let file = PathBuf::from(file);
     match std::fs::read_to_string(&file) {
         Ok(s) if s.trim().len() >= 32 => return Ok(s.trim().as_bytes().to_vec()),
-        Ok(_) => return Err(bad("STANDBY_SECRET", format!("{} is too short; delete it or set STANDBY_SECRET", file.display()))),
+        Ok(_) => {
+            return Err(bad(
+                "STANDBY_SECRET",
+                format!(
+                    "{} is too short; delete it or set STANDBY_SECRET",
+                    file.display()
+                ),
+            ));
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(bad("STANDBY_SECRET", format!("cannot read {}: {e}", file.display()))),
+        Err(e) => {
+            return Err(bad(
+                "STANDBY_SECRET",
+                format!("cannot read {}: {e}", file.display()),
+            ));
+        }
     }
     let secret = crate::security::random_token();
     if let Some(parent) = file.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent).map_err(|e| bad("DATABASE_URL", format!("cannot create {}: {e}", parent.display())))?;
+        std::fs::create_dir_all(parent).map_err(|e| {
+            bad(
+                "DATABASE_URL",
+                format!("cannot create {}: {e}", parent.display()),
+            )
+        })?;
     }
-    write_private(&file, &secret).map_err(|e| bad("STANDBY_SECRET", format!("cannot write {}: {e}", file.display())))?;
+    write_private(&file, &secret).map_err(|e| {
+        bad(
+            "STANDBY_SECRET",
+            format!("cannot write {}: {e}", file.display()),
+        )
+    })?;
     tracing::warn!(path = %file.display(), "STANDBY_SECRET is not set: generated one and kept it beside the database; back it up with the database");
     Ok(secret.into_bytes())
 }
@@ -225,9 +342,13 @@ mod tests {
     use std::collections::HashMap;
 
     fn load(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let map: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         let mut all = map.clone();
-        all.entry("STANDBY_SECRET".into()).or_insert_with(|| "0123456789abcdef0123".into());
+        all.entry("STANDBY_SECRET".into())
+            .or_insert_with(|| "0123456789abcdef0123".into());
         Config::load(None, None, &move |k| all.get(k).cloned())
     }
 
@@ -267,11 +388,33 @@ mod tests {
 
     #[test]
     fn admin_needs_both_halves() {
-        assert_eq!(load(&[("STANDBY_ADMIN_EMAIL", "admin@example.be")]).unwrap_err().setting, "STANDBY_ADMIN_PASSWORD");
-        assert_eq!(load(&[("STANDBY_ADMIN_PASSWORD", "long enough pw")]).unwrap_err().setting, "STANDBY_ADMIN_EMAIL");
-        let err = load(&[("STANDBY_ADMIN_EMAIL", "nope"), ("STANDBY_ADMIN_PASSWORD", "long enough pw")]).unwrap_err();
+        assert_eq!(
+            load(&[("STANDBY_ADMIN_EMAIL", "admin@example.be")])
+                .unwrap_err()
+                .setting,
+            "STANDBY_ADMIN_PASSWORD"
+        );
+        assert_eq!(
+            load(&[("STANDBY_ADMIN_PASSWORD", "long enough pw")])
+                .unwrap_err()
+                .setting,
+            "STANDBY_ADMIN_EMAIL"
+        );
+        let err = load(&[
+            ("STANDBY_ADMIN_EMAIL", "nope"),
+            ("STANDBY_ADMIN_PASSWORD", "long enough pw"),
+        ])
+        .unwrap_err();
         assert_eq!(err.setting, "STANDBY_ADMIN_EMAIL");
-        assert!(load(&[("STANDBY_ADMIN_EMAIL", "a@b.be"), ("STANDBY_ADMIN_PASSWORD", "long enough pw")]).unwrap().admin.is_some());
+        assert!(
+            load(&[
+                ("STANDBY_ADMIN_EMAIL", "a@b.be"),
+                ("STANDBY_ADMIN_PASSWORD", "long enough pw")
+            ])
+            .unwrap()
+            .admin
+            .is_some()
+        );
     }
 
     #[test]
@@ -299,7 +442,9 @@ mod tests {
     fn secret_is_generated_once_beside_sqlite() {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}/s.db", dir.path().display());
-        let a = Config::load(None, Some(url.clone()), &|_| None).unwrap().secret;
+        let a = Config::load(None, Some(url.clone()), &|_| None)
+            .unwrap()
+            .secret;
         let b = Config::load(None, Some(url), &|_| None).unwrap().secret;
         assert_eq!(a, b);
         assert!(dir.path().join("s.db.secret").exists());

@@ -41,7 +41,10 @@ impl From<StoreError> for AppError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::NotFound => AppError::NotFound,
-            StoreError::Conflict(code) => AppError::Conflict { code, message: code.replace('_', " ") },
+            StoreError::Conflict(code) => AppError::Conflict {
+                code,
+                message: code.replace('_', " "),
+            },
             other => AppError::Internal(other.into()),
         }
     }
@@ -84,7 +87,9 @@ impl AppError {
 
     fn retry_after(&self) -> Option<u64> {
         match self {
-            AppError::TooManyRequests { retry_after } | AppError::Overloaded { retry_after } => Some(*retry_after),
+            AppError::TooManyRequests { retry_after } | AppError::Overloaded { retry_after } => {
+                Some(*retry_after)
+            }
             _ => None,
         }
     }
@@ -115,7 +120,8 @@ impl AppError {
 
 fn with_retry_after(mut resp: Response, retry_after: Option<u64>) -> Response {
     if let Some(s) = retry_after {
-        resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(s));
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(s));
     }
     resp
 }
@@ -125,7 +131,11 @@ impl IntoResponse for AppError {
         self.log();
         let mut error = json!({ "code": self.code(), "message": self.to_string() });
         if let AppError::Validation(fields) = &self {
-            error["fields"] = fields.iter().map(|(k, v)| (k.clone(), json!(v))).collect::<serde_json::Map<_, _>>().into();
+            error["fields"] = fields
+                .iter()
+                .map(|(k, v)| (k.clone(), json!(v)))
+                .collect::<serde_json::Map<_, _>>()
+                .into();
         }
         let resp = (self.status(), axum::Json(json!({ "error": error }))).into_response();
         with_retry_after(resp, self.retry_after())

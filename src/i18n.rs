@@ -11,7 +11,11 @@ static TABLE: LazyLock<HashMap<&'static str, [&'static str; 4]>> = LazyLock::new
         .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
         .map(|l| {
             let cols: Vec<&str> = l.split('\t').collect();
-            assert_eq!(cols.len(), 5, "locales/strings.tsv: line {l:?} needs a key and 4 translations");
+            assert_eq!(
+                cols.len(),
+                5,
+                "locales/strings.tsv: line {l:?} needs a key and 4 translations"
+            );
             (cols[0], [cols[1], cols[2], cols[3], cols[4]])
         })
         .collect()
@@ -97,10 +101,16 @@ mod tests {
         for lang in Language::ALL {
             for e in all {
                 let m = field_message(lang, e);
-                assert!(!m.contains('⟦') && !m.contains("{n}"), "{lang:?} {e:?}: {m}");
+                assert!(
+                    !m.contains('⟦') && !m.contains("{n}"),
+                    "{lang:?} {e:?}: {m}"
+                );
             }
         }
-        assert_eq!(field_message(Language::En, FieldError::TooLong(100)), "Too long: 100 characters at most.");
+        assert_eq!(
+            field_message(Language::En, FieldError::TooLong(100)),
+            "Too long: 100 characters at most."
+        );
     }
 
     #[test]

@@ -27,9 +27,12 @@ pub async fn serve_until(
     state: AppState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state).into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown)
-        .await
+    axum::serve(
+        listener,
+        router(state).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
 }
 
 /// Serves until the process ends.
@@ -39,10 +42,19 @@ pub async fn serve(listener: tokio::net::TcpListener, state: AppState) -> std::i
 
 /// Starts the background workers: one dispatcher per message channel.
 pub fn spawn_workers(state: &AppState) -> anyhow::Result<()> {
-    let email: Arc<dyn notify::Channel> = Arc::new(notify::email::EmailChannel::new(&state.config)?);
+    let email: Arc<dyn notify::Channel> =
+        Arc::new(notify::email::EmailChannel::new(&state.config)?);
     let sms: Arc<dyn notify::Channel> = Arc::new(notify::sms::SmsChannel::new(&state.config)?);
-    tokio::spawn(notify::run_channel(state.clone(), email, state.config.email_rate));
-    tokio::spawn(notify::run_channel(state.clone(), sms, state.config.sms_rate));
+    tokio::spawn(notify::run_channel(
+        state.clone(),
+        email,
+        state.config.email_rate,
+    ));
+    tokio::spawn(notify::run_channel(
+        state.clone(),
+        sms,
+        state.config.sms_rate,
+    ));
     Ok(())
 }
 
@@ -54,7 +66,12 @@ pub fn init_tls() {
 /// Connects to the configured database and applies migrations.
 pub async fn open_store(url: &str) -> anyhow::Result<Arc<standby_store::SqlStore>> {
     use standby_store::Store;
-    let store = standby_store::connect(url).await.map_err(|e| anyhow::anyhow!("cannot open the database: {e}"))?;
-    store.migrate().await.map_err(|e| anyhow::anyhow!("migrating the database failed: {e}"))?;
+    let store = standby_store::connect(url)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot open the database: {e}"))?;
+    store
+        .migrate()
+        .await
+        .map_err(|e| anyhow::anyhow!("migrating the database failed: {e}"))?;
     Ok(Arc::new(store))
 }

@@ -32,19 +32,26 @@ pub fn token_hash(token: &str) -> String {
 
 /// Does the text look like one of our tokens? Cheap filter before any lookup.
 pub fn plausible_token(token: &str) -> bool {
-    token.len() == 43 && token.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    token.len() == 43
+        && token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 pub fn hmac_hex(key: &[u8], data: &[u8]) -> String {
-    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key).expect("HMAC takes any key length");
+    let mut mac =
+        <Hmac<Sha256> as KeyInit>::new_from_slice(key).expect("HMAC takes any key length");
     mac.update(data);
     hex::encode(mac.finalize().into_bytes())
 }
 
 /// Constant-time check of a lowercase-hex HMAC-SHA256 signature.
 pub fn verify_hmac_hex(key: &[u8], data: &[u8], signature_hex: &str) -> bool {
-    let Ok(sig) = hex::decode(signature_hex.trim()) else { return false };
-    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key).expect("HMAC takes any key length");
+    let Ok(sig) = hex::decode(signature_hex.trim()) else {
+        return false;
+    };
+    let mut mac =
+        <Hmac<Sha256> as KeyInit>::new_from_slice(key).expect("HMAC takes any key length");
     mac.update(data);
     mac.verify_slice(&sig).is_ok()
 }
@@ -65,7 +72,9 @@ pub fn hash_password(password: &str) -> anyhow::Result<String> {
 pub fn verify_password(password: &str, phc: &str) -> bool {
     use argon2::password_hash::{PasswordVerifier, phc::PasswordHash};
     match PasswordHash::new(phc) {
-        Ok(parsed) => argon2::Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok(),
+        Ok(parsed) => argon2::Argon2::default()
+            .verify_password(password.as_bytes(), &parsed)
+            .is_ok(),
         Err(_) => false,
     }
 }
@@ -79,7 +88,10 @@ pub struct ClientLimiter {
 
 impl ClientLimiter {
     pub fn new(limit: u32) -> Self {
-        Self { limit, windows: Mutex::new(HashMap::new()) }
+        Self {
+            limit,
+            windows: Mutex::new(HashMap::new()),
+        }
     }
 
     /// `Ok(())` to go on, or `Err(seconds)` to wait.

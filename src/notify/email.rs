@@ -25,15 +25,27 @@ pub fn smtp_settings(url: &str) -> Result<SmtpSettings, String> {
         "smtps" => true,
         other => return Err(format!("unknown scheme {other:?}")),
     };
-    let host = parsed.host_str().filter(|h| !h.is_empty()).ok_or("no host")?.to_string();
+    let host = parsed
+        .host_str()
+        .filter(|h| !h.is_empty())
+        .ok_or("no host")?
+        .to_string();
     let port = parsed.port().ok_or("no port")?;
     let credentials = if parsed.username().is_empty() {
         None
     } else {
         let decode = |s: &str| percent_decode(s);
-        Some((decode(parsed.username()), decode(parsed.password().unwrap_or(""))))
+        Some((
+            decode(parsed.username()),
+            decode(parsed.password().unwrap_or("")),
+        ))
     };
-    Ok(SmtpSettings { implicit_tls, host, port, credentials })
+    Ok(SmtpSettings {
+        implicit_tls,
+        host,
+        port,
+        credentials,
+    })
 }
 
 fn percent_decode(s: &str) -> String {
@@ -43,7 +55,10 @@ fn percent_decode(s: &str) -> String {
     while i < bytes.len() {
         if bytes[i] == b'%'
             && i + 2 < bytes.len()
-            && let Ok(b) = u8::from_str_radix(std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("zz"), 16)
+            && let Ok(b) = u8::from_str_radix(
+                std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("zz"),
+                16,
+            )
         {
             out.push(b);
             i += 3;
@@ -56,19 +71,32 @@ fn percent_decode(s: &str) -> String {
 }
 
 pub enum EmailChannel {
-    File { dir: PathBuf, from: Mailbox },
-    Smtp { transport: AsyncSmtpTransport<Tokio1Executor>, from: Mailbox },
+    File {
+        dir: PathBuf,
+        from: Mailbox,
+    },
+    Smtp {
+        transport: AsyncSmtpTransport<Tokio1Executor>,
+        from: Mailbox,
+    },
 }
 
 impl EmailChannel {
     pub fn new(config: &crate::config::Config) -> anyhow::Result<Self> {
         let from: Mailbox = config.email_from.parse()?;
         Ok(match &config.email {
-            crate::config::EmailChannel::File(dir) => EmailChannel::File { dir: dir.clone(), from },
+            crate::config::EmailChannel::File(dir) => EmailChannel::File {
+                dir: dir.clone(),
+                from,
+            },
             crate::config::EmailChannel::Smtp { url } => {
                 let s = smtp_settings(url).map_err(anyhow::Error::msg)?;
                 let tls_params = TlsParameters::new(s.host.clone())?;
-                let tls = if s.implicit_tls { Tls::Wrapper(tls_params) } else { Tls::Opportunistic(tls_params) };
+                let tls = if s.implicit_tls {
+                    Tls::Wrapper(tls_params)
+                } else {
+                    Tls::Opportunistic(tls_params)
+                };
                 let mut b = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(s.host.clone())
                     .port(s.port)
                     .tls(tls)
@@ -76,7 +104,10 @@ impl EmailChannel {
                 if let Some((user, pass)) = s.credentials {
                     b = b.credentials(Credentials::new(user, pass));
                 }
-                EmailChannel::Smtp { transport: b.build(), from }
+                EmailChannel::Smtp {
+                    transport: b.build(),
+                    from,
+                }
             }
         })
     }
@@ -85,7 +116,10 @@ impl EmailChannel {
         let from = match self {
             EmailChannel::File { from, .. } | EmailChannel::Smtp { from, .. } => from.clone(),
         };
-        let to: Mailbox = msg.recipient.parse().map_err(|_| "the recipient address is not valid".to_string())?;
+        let to: Mailbox = msg
+            .recipient
+            .parse()
+            .map_err(|_| "the recipient address is not valid".to_string())?;
         Message::builder()
             .from(from)
             .to(to)
@@ -95,8 +129,11 @@ impl EmailChannel {
             // 8bit keeps links whole and the .eml files readable as they are;
             // lettre picks another encoding when a line is too long for it.
             .body(
-                lettre::message::Body::new_with_encoding(msg.body.clone(), lettre::message::header::ContentTransferEncoding::EightBit)
-                    .unwrap_or_else(|_| lettre::message::Body::new(msg.body.clone())),
+                lettre::message::Body::new_with_encoding(
+                    msg.body.clone(),
+                    lettre::message::header::ContentTransferEncoding::EightBit,
+                )
+                .unwrap_or_else(|_| lettre::message::Body::new(msg.body.clone())),
             )
             .map_err(|e| format!("cannot build the message: {e}"))
     }
@@ -118,13 +155,19 @@ impl Channel for EmailChannel {
                 let name = format!("{}.eml", safe_file_stem(&msg.reference));
                 match write_atomically(dir, &name, &email.formatted()).await {
                     Ok(()) => SendOutcome::HandedOver,
-                    Err(e) => SendOutcome::Retry { after: None, error: format!("writing the e-mail file failed: {e}") },
+                    Err(e) => SendOutcome::Retry {
+                        after: None,
+                        error: format!("writing the e-mail file failed: {e}"),
+                    },
                 }
             }
             EmailChannel::Smtp { transport, .. } => match transport.send(email).await {
                 Ok(_) => SendOutcome::HandedOver,
                 Err(e) if e.is_permanent() => SendOutcome::Permanent(format!("SMTP refused: {e}")),
-                Err(e) => SendOutcome::Retry { after: None, error: format!("SMTP: {e}") },
+                Err(e) => SendOutcome::Retry {
+                    after: None,
+                    error: format!("SMTP: {e}"),
+                },
             },
         }
     }
@@ -137,7 +180,10 @@ mod tests {
     #[test]
     fn smtp_urls() {
         let s = smtp_settings("smtp://127.0.0.1:2525").unwrap();
-        assert_eq!((s.implicit_tls, s.host.as_str(), s.port, s.credentials), (false, "127.0.0.1", 2525, None));
+        assert_eq!(
+            (s.implicit_tls, s.host.as_str(), s.port, s.credentials),
+            (false, "127.0.0.1", 2525, None)
+        );
         let s = smtp_settings("smtps://me%40x.be:p%3Ass@mail.example.lu:465").unwrap();
         assert!(s.implicit_tls);
         assert_eq!(s.credentials, Some(("me@x.be".into(), "p:ss".into())));

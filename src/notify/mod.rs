@@ -23,7 +23,10 @@ pub enum SendOutcome {
     /// The channel accepted it (SMTP accepted, gateway answered 2xx, file written).
     HandedOver,
     /// Try again later; `after` is the channel's own wish (Retry-After).
-    Retry { after: Option<Duration>, error: String },
+    Retry {
+        after: Option<Duration>,
+        error: String,
+    },
     /// Never going to work (bad address, 4xx from the gateway).
     Permanent(String),
 }
@@ -51,7 +54,13 @@ pub async fn run_channel(state: AppState, channel: Arc<dyn Channel>, rate_per_s:
         let now = state.clock.now_ms();
         let claimed = state
             .store
-            .claim_messages(name, &state.worker_id, now, LEASE_MS, i64::from(rate_per_s.clamp(1, 500)))
+            .claim_messages(
+                name,
+                &state.worker_id,
+                now,
+                LEASE_MS,
+                i64::from(rate_per_s.clamp(1, 500)),
+            )
             .await;
         let batch = match claimed {
             Ok(b) => b,
@@ -64,7 +73,11 @@ pub async fn run_channel(state: AppState, channel: Arc<dyn Channel>, rate_per_s:
         if batch.is_empty() {
             // Sleep until woken by a new message or the next retry is due.
             let wait = match state.store.next_message_due(name).await {
-                Ok(Some(at)) => Duration::from_millis(u64::try_from(at - state.clock.now_ms()).unwrap_or(0).clamp(20, 1_000)),
+                Ok(Some(at)) => Duration::from_millis(
+                    u64::try_from(at - state.clock.now_ms())
+                        .unwrap_or(0)
+                        .clamp(20, 1_000),
+                ),
                 _ => Duration::from_millis(1_000),
             };
             let _ = tokio::time::timeout(wait, state.outbox_wake.notified()).await;
@@ -95,10 +108,14 @@ async fn deliver(state: &AppState, channel: &dyn Channel, msg: &OutboxMessage) {
         }
         SendOutcome::Retry { after, error } => {
             let backoff = backoff_ms(msg.attempts, rand::random::<f64>());
-            let wish = after.map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)).unwrap_or(0);
+            let wish = after
+                .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+                .unwrap_or(0);
             tracing::info!(channel = channel.name(), reference = %msg.reference, attempts = msg.attempts, error = %error, "message will be retried");
             crate::metrics::message(channel.name(), "retried");
-            store.message_retry(msg.id, worker, now + backoff.max(wish), error).await
+            store
+                .message_retry(msg.id, worker, now + backoff.max(wish), error)
+                .await
         }
         SendOutcome::Permanent(error) => {
             tracing::warn!(channel = channel.name(), reference = %msg.reference, error = %error, "message refused permanently");
@@ -114,7 +131,11 @@ async fn deliver(state: &AppState, channel: &dyn Channel, msg: &OutboxMessage) {
 
 /// Writes `bytes` to `dir/name` atomically (temporary file, then rename), so a
 /// reader never sees half a message and a retry simply replaces it.
-pub async fn write_atomically(dir: &std::path::Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
+pub async fn write_atomically(
+    dir: &std::path::Path,
+    name: &str,
+    bytes: &[u8],
+) -> std::io::Result<()> {
     tokio::fs::create_dir_all(dir).await?;
     let tmp = dir.join(format!(".{name}.tmp"));
     let path = dir.join(name);
@@ -127,7 +148,16 @@ pub async fn write_atomically(dir: &std::path::Path, name: &str, bytes: &[u8]) -
 
 /// A message reference may name a file: only letters, digits and dashes.
 pub fn safe_file_stem(reference: &str) -> String {
-    reference.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect()
+    reference
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -10,7 +10,10 @@ use std::time::Duration;
 
 pub enum SmsChannel {
     File(PathBuf),
-    Http { client: reqwest::Client, url: String },
+    Http {
+        client: reqwest::Client,
+        url: String,
+    },
 }
 
 impl SmsChannel {
@@ -30,7 +33,10 @@ impl SmsChannel {
 
 fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
     let v = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
-    v.trim().parse::<u64>().ok().map(|s| Duration::from_secs(s.min(3_600)))
+    v.trim()
+        .parse::<u64>()
+        .ok()
+        .map(|s| Duration::from_secs(s.min(3_600)))
 }
 
 #[async_trait::async_trait]
@@ -46,18 +52,33 @@ impl Channel for SmsChannel {
                 let name = format!("{}.json", safe_file_stem(&msg.reference));
                 match write_atomically(dir, &name, payload.to_string().as_bytes()).await {
                     Ok(()) => SendOutcome::HandedOver,
-                    Err(e) => SendOutcome::Retry { after: None, error: format!("writing the SMS file failed: {e}") },
+                    Err(e) => SendOutcome::Retry {
+                        after: None,
+                        error: format!("writing the SMS file failed: {e}"),
+                    },
                 }
             }
-            SmsChannel::Http { client, url } => match client.post(url).json(&payload).send().await {
-                Ok(resp) if resp.status().is_success() => SendOutcome::HandedOver,
-                Ok(resp) if resp.status().as_u16() == 429 || resp.status().is_server_error() => SendOutcome::Retry {
-                    after: retry_after(resp.headers()),
-                    error: format!("gateway answered {}", resp.status().as_u16()),
-                },
-                Ok(resp) => SendOutcome::Permanent(format!("gateway refused with {}", resp.status().as_u16())),
-                Err(e) => SendOutcome::Retry { after: None, error: format!("gateway unreachable: {}", e.without_url()) },
-            },
+            SmsChannel::Http { client, url } => {
+                match client.post(url).json(&payload).send().await {
+                    Ok(resp) if resp.status().is_success() => SendOutcome::HandedOver,
+                    Ok(resp)
+                        if resp.status().as_u16() == 429 || resp.status().is_server_error() =>
+                    {
+                        SendOutcome::Retry {
+                            after: retry_after(resp.headers()),
+                            error: format!("gateway answered {}", resp.status().as_u16()),
+                        }
+                    }
+                    Ok(resp) => SendOutcome::Permanent(format!(
+                        "gateway refused with {}",
+                        resp.status().as_u16()
+                    )),
+                    Err(e) => SendOutcome::Retry {
+                        after: None,
+                        error: format!("gateway unreachable: {}", e.without_url()),
+                    },
+                }
+            }
         }
     }
 }

@@ -5,13 +5,17 @@ use crate::error::AppError;
 use crate::security::{plausible_token, random_token, token_hash};
 use serde::Serialize;
 use standby_domain::availability::fmt_hhmm;
-use standby_domain::registration::{RawSlot, parse_availability, parse_centers, parse_language, parse_phone};
+use standby_domain::registration::{
+    RawSlot, parse_availability, parse_centers, parse_language, parse_phone,
+};
 use standby_domain::{FieldError, FieldErrors, Language, Weekday};
 use standby_store::{ConfirmOutcome, RegistrantChange, RegistrantRecord, TokenPurpose};
 
 pub enum Confirmation {
     /// Newly confirmed; a fresh self-service link to show.
-    Confirmed { me_token: String },
+    Confirmed {
+        me_token: String,
+    },
     AlreadyConfirmed,
     Expired,
     Unknown,
@@ -22,7 +26,10 @@ pub async fn confirm(state: &AppState, token: &str) -> Result<Confirmation, AppE
         return Ok(Confirmation::Unknown);
     }
     let me = random_token();
-    let outcome = state.store.confirm_registrant(&token_hash(token), &token_hash(&me), state.clock.now_ms()).await?;
+    let outcome = state
+        .store
+        .confirm_registrant(&token_hash(token), &token_hash(&me), state.clock.now_ms())
+        .await?;
     Ok(match outcome {
         ConfirmOutcome::Confirmed(_) => {
             crate::metrics::add("standby_confirmations_total", &[], 1.0);
@@ -41,7 +48,11 @@ pub async fn confirm_link_known(state: &AppState, token: &str) -> Result<bool, A
     }
     Ok(state
         .store
-        .registrant_by_token(TokenPurpose::Confirm, &token_hash(token), state.clock.now_ms())
+        .registrant_by_token(
+            TokenPurpose::Confirm,
+            &token_hash(token),
+            state.clock.now_ms(),
+        )
         .await?
         .is_some())
 }
@@ -85,7 +96,11 @@ impl From<&RegistrantRecord> for MeView {
                 .iter()
                 .filter_map(|(d, f, t)| {
                     let day = Weekday::from_index(i16::try_from(*d).ok()?)?;
-                    Some(SlotView { day: day.as_str(), from: fmt_hhmm(*f as i16), to: fmt_hhmm(*t as i16) })
+                    Some(SlotView {
+                        day: day.as_str(),
+                        from: fmt_hhmm(*f as i16),
+                        to: fmt_hhmm(*t as i16),
+                    })
                 })
                 .collect(),
             phone: r.phone.clone(),
@@ -106,7 +121,12 @@ pub struct MeChangeInput {
     pub type_errors: FieldErrors,
 }
 
-pub async fn update(state: &AppState, r: &RegistrantRecord, input: MeChangeInput, lang: Language) -> Result<RegistrantRecord, AppError> {
+pub async fn update(
+    state: &AppState,
+    r: &RegistrantRecord,
+    input: MeChangeInput,
+    lang: Language,
+) -> Result<RegistrantRecord, AppError> {
     let mut errors = input.type_errors.clone();
     let mut change = RegistrantChange::default();
     if let Some(l) = &input.language {
@@ -138,7 +158,13 @@ pub async fn update(state: &AppState, r: &RegistrantRecord, input: MeChangeInput
                 change.availability = Some(
                     av.slots()
                         .iter()
-                        .map(|s| (i64::from(s.day.index()), i64::from(s.from_min), i64::from(s.to_min)))
+                        .map(|s| {
+                            (
+                                i64::from(s.day.index()),
+                                i64::from(s.from_min),
+                                i64::from(s.to_min),
+                            )
+                        })
                         .collect(),
                 )
             }
@@ -165,9 +191,15 @@ pub async fn update(state: &AppState, r: &RegistrantRecord, input: MeChangeInput
         }
     }
     if !errors.is_empty() {
-        return Err(AppError::Validation(crate::services::signup::localized(&errors, lang)));
+        return Err(AppError::Validation(crate::services::signup::localized(
+            &errors, lang,
+        )));
     }
-    match state.store.update_registrant(r.id, &change, state.clock.now_ms()).await {
+    match state
+        .store
+        .update_registrant(r.id, &change, state.clock.now_ms())
+        .await
+    {
         Ok(r) => Ok(r),
         Err(standby_store::StoreError::Conflict(code)) => Err(AppError::Conflict {
             code,
@@ -183,6 +215,9 @@ pub async fn update(state: &AppState, r: &RegistrantRecord, input: MeChangeInput
 }
 
 pub async fn withdraw(state: &AppState, r: &RegistrantRecord) -> Result<(), AppError> {
-    state.store.withdraw_registrant(r.id, state.clock.now_ms()).await?;
+    state
+        .store
+        .withdraw_registrant(r.id, state.clock.now_ms())
+        .await?;
     Ok(())
 }

@@ -21,7 +21,10 @@ pub const CONFIRM_TOKEN_LIFETIME_MS: i64 = 30 * 24 * 3600 * 1000;
 /// Most registrations committed in one transaction.
 pub const MAX_BATCH: usize = 512;
 
-type Job = (NewRegistrant, oneshot::Sender<Result<InsertOutcome, String>>);
+type Job = (
+    NewRegistrant,
+    oneshot::Sender<Result<InsertOutcome, String>>,
+);
 
 #[derive(Clone)]
 pub struct SignupWriter {
@@ -29,11 +32,22 @@ pub struct SignupWriter {
 }
 
 impl SignupWriter {
-    pub fn start(store: Arc<dyn Store>, clock: Arc<dyn Clock>, wake: Arc<Notify>, capacity: usize, writers: usize) -> Self {
+    pub fn start(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        wake: Arc<Notify>,
+        capacity: usize,
+        writers: usize,
+    ) -> Self {
         let (tx, rx) = mpsc::channel::<Job>(capacity.max(1));
         let rx = Arc::new(Mutex::new(rx));
         for _ in 0..writers.max(1) {
-            tokio::spawn(write_loop(rx.clone(), store.clone(), clock.clone(), wake.clone()));
+            tokio::spawn(write_loop(
+                rx.clone(),
+                store.clone(),
+                clock.clone(),
+                wake.clone(),
+            ));
         }
         SignupWriter { tx }
     }
@@ -44,10 +58,16 @@ impl SignupWriter {
         match self.tx.try_send((reg, reply)) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(_)) => {
-                crate::metrics::add("standby_shed_requests_total", &[("reason", "signup_queue_full")], 1.0);
+                crate::metrics::add(
+                    "standby_shed_requests_total",
+                    &[("reason", "signup_queue_full")],
+                    1.0,
+                );
                 return Err(AppError::Overloaded { retry_after: 2 });
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => return Err(anyhow::anyhow!("sign-up writer stopped").into()),
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                return Err(anyhow::anyhow!("sign-up writer stopped").into());
+            }
         }
         match answer.await {
             Ok(Ok(outcome)) => Ok(outcome),
@@ -57,7 +77,12 @@ impl SignupWriter {
     }
 }
 
-async fn write_loop(rx: Arc<Mutex<mpsc::Receiver<Job>>>, store: Arc<dyn Store>, clock: Arc<dyn Clock>, wake: Arc<Notify>) {
+async fn write_loop(
+    rx: Arc<Mutex<mpsc::Receiver<Job>>>,
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    wake: Arc<Notify>,
+) {
     loop {
         let mut batch: Vec<Job> = Vec::new();
         {
@@ -76,9 +101,20 @@ async fn write_loop(rx: Arc<Mutex<mpsc::Receiver<Job>>>, store: Arc<dyn Store>, 
         let regs: Vec<NewRegistrant> = batch.iter().map(|(r, _)| r.clone()).collect();
         match store.insert_registrations(&regs, clock.now_ms()).await {
             Ok(outcomes) => {
-                let created = outcomes.iter().filter(|o| matches!(o, InsertOutcome::Created(_))).count();
-                crate::metrics::add("standby_registrations_total", &[("outcome", "created")], created as f64);
-                crate::metrics::add("standby_registrations_total", &[("outcome", "duplicate")], (outcomes.len() - created) as f64);
+                let created = outcomes
+                    .iter()
+                    .filter(|o| matches!(o, InsertOutcome::Created(_)))
+                    .count();
+                crate::metrics::add(
+                    "standby_registrations_total",
+                    &[("outcome", "created")],
+                    created as f64,
+                );
+                crate::metrics::add(
+                    "standby_registrations_total",
+                    &[("outcome", "duplicate")],
+                    (outcomes.len() - created) as f64,
+                );
                 crate::metrics::add("standby_signup_batches_total", &[], 1.0);
                 for ((_, reply), outcome) in batch.into_iter().zip(outcomes) {
                     let _ = reply.send(Ok(outcome));
@@ -99,19 +135,29 @@ async fn write_loop(rx: Arc<Mutex<mpsc::Receiver<Job>>>, store: Arc<dyn Store>, 
 
 /// Field errors as (field, sentence in `lang`).
 pub fn localized(errors: &standby_domain::FieldErrors, lang: Language) -> Vec<(String, String)> {
-    errors.iter().map(|(f, e)| (f.to_string(), field_message(lang, *e))).collect()
+    errors
+        .iter()
+        .map(|(f, e)| (f.to_string(), field_message(lang, *e)))
+        .collect()
 }
 
 /// Validates and stores a sign-up. The answer is the same whether the person
 /// was new or already registered.
-pub async fn sign_up(state: &AppState, mut input: RegistrationInput, lang: Language) -> Result<(), AppError> {
+pub async fn sign_up(
+    state: &AppState,
+    mut input: RegistrationInput,
+    lang: Language,
+) -> Result<(), AppError> {
     // Unknown centres are reported together with every other field error.
     if let Ok(ids) = standby_domain::registration::parse_centers(&input.centers)
         && !ids.is_empty()
     {
         let known = state.centers().await?;
         if ids.iter().any(|id| !known.iter().any(|c| c.id == *id)) {
-            input.type_errors.entry("centers").or_insert(FieldError::UnknownCenter);
+            input
+                .type_errors
+                .entry("centers")
+                .or_insert(FieldError::UnknownCenter);
         }
     }
     let reg = match input.validate(state.config.country, state.today()) {
@@ -150,7 +196,13 @@ fn prepare(state: &AppState, reg: &NewRegistration) -> NewRegistrant {
             .availability
             .slots()
             .iter()
-            .map(|s| (i64::from(s.day.index()), i64::from(s.from_min), i64::from(s.to_min)))
+            .map(|s| {
+                (
+                    i64::from(s.day.index()),
+                    i64::from(s.from_min),
+                    i64::from(s.to_min),
+                )
+            })
             .collect(),
         confirm_hash: token_hash(&confirm),
         confirm_expires_at: now + CONFIRM_TOKEN_LIFETIME_MS,

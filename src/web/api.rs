@@ -22,8 +22,13 @@ struct Fields<'a> {
 impl<'a> Fields<'a> {
     fn new(v: &'a Value) -> Result<Self, AppError> {
         match v {
-            Value::Object(map) => Ok(Fields { map, errors: FieldErrors::new() }),
-            _ => Err(AppError::BadRequest("the body must be a JSON object".into())),
+            Value::Object(map) => Ok(Fields {
+                map,
+                errors: FieldErrors::new(),
+            }),
+            _ => Err(AppError::BadRequest(
+                "the body must be a JSON object".into(),
+            )),
         }
     }
 
@@ -76,7 +81,11 @@ impl<'a> Fields<'a> {
                     .map(|v| {
                         let o = v.as_object()?;
                         let get = |k: &str| o.get(k).and_then(Value::as_str).map(str::to_string);
-                        Some(RawSlot { day: get("day")?, from: get("from")?, to: get("to")? })
+                        Some(RawSlot {
+                            day: get("day")?,
+                            from: get("from")?,
+                            to: get("to")?,
+                        })
                     })
                     .collect();
                 if slots.is_none() {
@@ -118,24 +127,39 @@ fn registration_input(body: &Value) -> Result<RegistrationInput, AppError> {
     })
 }
 
-pub async fn register(State(state): State<AppState>, Lang(lang): Lang, JsonBody(body): JsonBody) -> Result<Response, AppError> {
+pub async fn register(
+    State(state): State<AppState>,
+    Lang(lang): Lang,
+    JsonBody(body): JsonBody,
+) -> Result<Response, AppError> {
     let input = registration_input(&body)?;
     signup::sign_up(&state, input, lang).await?;
     Ok((StatusCode::ACCEPTED, Json(json!({ "status": "received" }))).into_response())
 }
 
-pub async fn me_get(State(state): State<AppState>, Path(token): Path<String>) -> Result<Json<registrant::MeView>, AppError> {
+pub async fn me_get(
+    State(state): State<AppState>,
+    Path(token): Path<String>,
+) -> Result<Json<registrant::MeView>, AppError> {
     let r = registrant::by_me_token(&state, &token).await?;
     Ok(Json(registrant::MeView::from(&r)))
 }
 
 fn me_change(body: &Value) -> Result<registrant::MeChangeInput, AppError> {
     let mut f = Fields::new(body)?;
-    let phone = if f.present("phone") { Some(f.string("phone")) } else { None };
+    let phone = if f.present("phone") {
+        Some(f.string("phone"))
+    } else {
+        None
+    };
     Ok(registrant::MeChangeInput {
         language: f.string("language"),
-        centers: f.id_list("centers").or_else(|| f.present("centers").then(Vec::new)),
-        availability: f.slots("availability").or_else(|| f.present("availability").then(Vec::new)),
+        centers: f
+            .id_list("centers")
+            .or_else(|| f.present("centers").then(Vec::new)),
+        availability: f
+            .slots("availability")
+            .or_else(|| f.present("availability").then(Vec::new)),
         phone,
         status: f.string("status"),
         type_errors: f.errors,
@@ -154,7 +178,10 @@ pub async fn me_patch(
     Ok(Json(registrant::MeView::from(&r)))
 }
 
-pub async fn me_delete(State(state): State<AppState>, Path(token): Path<String>) -> Result<Json<Value>, AppError> {
+pub async fn me_delete(
+    State(state): State<AppState>,
+    Path(token): Path<String>,
+) -> Result<Json<Value>, AppError> {
     let r = registrant::by_me_token(&state, &token).await?;
     registrant::withdraw(&state, &r).await?;
     Ok(Json(json!({ "status": "withdrawn" })))
@@ -173,7 +200,9 @@ pub async fn centers(State(state): State<AppState>) -> Result<Json<Value>, AppEr
     )))
 }
 
-pub async fn vaccines(State(state): State<AppState>) -> Result<Json<Vec<standby_store::VaccineRecord>>, AppError> {
+pub async fn vaccines(
+    State(state): State<AppState>,
+) -> Result<Json<Vec<standby_store::VaccineRecord>>, AppError> {
     Ok(Json(state.store.list_vaccines().await?))
 }
 
@@ -207,10 +236,22 @@ pub async fn metrics(State(state): State<AppState>) -> Result<Response, AppError
     ] {
         out.push_str(&format!("standby_registrants{{status=\"{status}\"}} {n}\n"));
     }
-    out.push_str(&format!("# TYPE standby_doses_available gauge\nstandby_doses_available {}\n", stats.doses_available));
+    out.push_str(&format!(
+        "# TYPE standby_doses_available gauge\nstandby_doses_available {}\n",
+        stats.doses_available
+    ));
     out.push_str("# TYPE standby_outbox_messages gauge\n");
     for (channel, status, n) in state.store.outbox_counts().await? {
-        out.push_str(&format!("standby_outbox_messages{{channel=\"{channel}\",state=\"{status}\"}} {n}\n"));
+        out.push_str(&format!(
+            "standby_outbox_messages{{channel=\"{channel}\",state=\"{status}\"}} {n}\n"
+        ));
     }
-    Ok(([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response())
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        out,
+    )
+        .into_response())
 }

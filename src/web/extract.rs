@@ -11,12 +11,21 @@ use std::net::{IpAddr, SocketAddr};
 
 /// The client's address: the peer, or the `X-Forwarded-For` entry added by a
 /// trusted proxy.
-pub fn client_ip(parts_headers: &HeaderMap, peer: Option<IpAddr>, trusted: &[IpAddr]) -> Option<IpAddr> {
+pub fn client_ip(
+    parts_headers: &HeaderMap,
+    peer: Option<IpAddr>,
+    trusted: &[IpAddr],
+) -> Option<IpAddr> {
     let peer = peer?;
     if !trusted.contains(&peer) {
         return Some(peer);
     }
-    let forwarded = parts_headers.get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok()).collect::<Vec<_>>().join(",");
+    let forwarded = parts_headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect::<Vec<_>>()
+        .join(",");
     // Walk from the right: the first address that is not one of our proxies is the client.
     let mut client = peer;
     for hop in forwarded.split(',').map(str::trim).rev() {
@@ -30,7 +39,10 @@ pub fn client_ip(parts_headers: &HeaderMap, peer: Option<IpAddr>, trusted: &[IpA
 }
 
 pub fn peer_addr(parts: &Parts) -> Option<IpAddr> {
-    parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip())
+    parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip())
 }
 
 /// The visitor's language: `?lang=`, then the `lang` cookie, then `Accept-Language`.
@@ -38,7 +50,10 @@ pub fn peer_addr(parts: &Parts) -> Option<IpAddr> {
 pub struct Lang(pub Language);
 
 pub fn query_lang(query: Option<&str>) -> Option<Language> {
-    query?.split('&').find_map(|kv| kv.strip_prefix("lang=")).and_then(Language::parse)
+    query?
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("lang="))
+        .and_then(Language::parse)
 }
 
 pub fn negotiate(headers: &HeaderMap, query: Option<&str>) -> Language {
@@ -100,9 +115,13 @@ impl FromRequest<AppState> for JsonBody {
             return Err(AppError::UnsupportedMediaType);
         }
         let bytes = body_bytes(req, state).await?;
-        serde_json::from_slice(&bytes)
-            .map(JsonBody)
-            .map_err(|e| AppError::BadRequest(format!("malformed JSON at line {} column {}", e.line(), e.column())))
+        serde_json::from_slice(&bytes).map(JsonBody).map_err(|e| {
+            AppError::BadRequest(format!(
+                "malformed JSON at line {} column {}",
+                e.line(),
+                e.column()
+            ))
+        })
     }
 }
 
@@ -125,11 +144,18 @@ impl FromRequest<AppState> for FormBody {
 
 impl FormBody {
     pub fn get(&self, name: &str) -> Option<String> {
-        self.0.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+        self.0
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
     }
 
     pub fn all(&self, name: &str) -> Vec<String> {
-        self.0.iter().filter(|(k, _)| k == name).map(|(_, v)| v.clone()).collect()
+        self.0
+            .iter()
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .collect()
     }
 }
 
@@ -144,8 +170,14 @@ mod tests {
         let proxy: IpAddr = "10.0.0.2".parse().unwrap();
         let other: IpAddr = "198.51.100.1".parse().unwrap();
         assert_eq!(client_ip(&h, Some(other), &[proxy]), Some(other));
-        assert_eq!(client_ip(&h, Some(proxy), &[proxy]), Some("203.0.113.9".parse().unwrap()));
-        assert_eq!(client_ip(&HeaderMap::new(), Some(proxy), &[proxy]), Some(proxy));
+        assert_eq!(
+            client_ip(&h, Some(proxy), &[proxy]),
+            Some("203.0.113.9".parse().unwrap())
+        );
+        assert_eq!(
+            client_ip(&HeaderMap::new(), Some(proxy), &[proxy]),
+            Some(proxy)
+        );
     }
 
     #[test]

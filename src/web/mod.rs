@@ -20,7 +20,10 @@ pub const BODY_LIMIT: usize = 16 * 1024;
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/", get(pages::signup_form).post(pages::signup_submit))
-        .route("/confirm/{token}", get(pages::confirm_page).post(pages::confirm_submit))
+        .route(
+            "/confirm/{token}",
+            get(pages::confirm_page).post(pages::confirm_submit),
+        )
         .route("/me/{token}", get(pages::me_page).post(pages::me_submit))
         .route("/stats", get(pages::stats_page))
         .route("/static/style.css", get(pages::stylesheet))
@@ -29,12 +32,18 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(api::readyz))
         .route("/metrics", get(api::metrics))
         .route("/api/v1/registrations", post(api::register))
-        .route("/api/v1/me/{token}", get(api::me_get).patch(api::me_patch).delete(api::me_delete))
+        .route(
+            "/api/v1/me/{token}",
+            get(api::me_get).patch(api::me_patch).delete(api::me_delete),
+        )
         .route("/api/v1/stats", get(api::stats))
         .route("/api/v1/centers", get(api::centers))
         .route("/api/v1/vaccines", get(api::vaccines))
         .fallback(fallback)
-        .layer(middleware::from_fn_with_state(state.clone(), client_rate_limit))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            client_rate_limit,
+        ))
         .layer(middleware::from_fn(record_metrics))
         .layer(middleware::from_fn(security_headers))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
@@ -53,18 +62,37 @@ async fn fallback(req: Request) -> Response {
 /// Requests that submit a form or carry a token count against the
 /// per-client limit (`STANDBY_CLIENT_RATE` a minute).
 fn rate_limited(method: &Method, path: &str) -> bool {
-    let token_path = ["/confirm/", "/me/", "/i/", "/api/v1/me/", "/api/v1/invitations/"].iter().any(|p| path.starts_with(p));
-    let form_post = method == Method::POST && matches!(path, "/" | "/api/v1/registrations" | "/api/v1/login" | "/login");
+    let token_path = [
+        "/confirm/",
+        "/me/",
+        "/i/",
+        "/api/v1/me/",
+        "/api/v1/invitations/",
+    ]
+    .iter()
+    .any(|p| path.starts_with(p));
+    let form_post = method == Method::POST
+        && matches!(
+            path,
+            "/" | "/api/v1/registrations" | "/api/v1/login" | "/login"
+        );
     token_path || form_post
 }
 
 async fn client_rate_limit(State(state): State<AppState>, req: Request, next: Next) -> Response {
     if state.config.client_rate > 0 && rate_limited(req.method(), req.uri().path()) {
-        let peer = req.extensions().get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip());
+        let peer = req
+            .extensions()
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|c| c.0.ip());
         if let Some(ip) = extract::client_ip(req.headers(), peer, &state.config.trusted_proxies)
             && let Err(retry_after) = state.limiter.check(ip, state.clock.now_ms())
         {
-            crate::metrics::add("standby_shed_requests_total", &[("reason", "client_rate")], 1.0);
+            crate::metrics::add(
+                "standby_shed_requests_total",
+                &[("reason", "client_rate")],
+                1.0,
+            );
             let err = AppError::TooManyRequests { retry_after };
             return if req.uri().path().starts_with("/api/") {
                 err.into_response()
@@ -78,31 +106,51 @@ async fn client_rate_limit(State(state): State<AppState>, req: Request, next: Ne
 
 async fn record_metrics(req: Request, next: Next) -> Response {
     let started = Instant::now();
-    let route = req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned()).unwrap_or_else(|| "unmatched".into());
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".into());
     let method = req.method().clone();
     let resp = next.run(req).await;
-    crate::metrics::request(&route, method.as_str(), resp.status().as_u16(), started.elapsed().as_secs_f64());
+    crate::metrics::request(
+        &route,
+        method.as_str(),
+        resp.status().as_u16(),
+        started.elapsed().as_secs_f64(),
+    );
     resp
 }
 
 async fn security_headers(req: Request, next: Next) -> Response {
     let lang_param = extract::query_lang(req.uri().query());
-    let tokenized = ["/confirm/", "/me/", "/i/", "/api/"].iter().any(|p| req.uri().path().starts_with(p));
+    let tokenized = ["/confirm/", "/me/", "/i/", "/api/"]
+        .iter()
+        .any(|p| req.uri().path().starts_with(p));
     let mut resp = next.run(req).await;
     let h = resp.headers_mut();
     h.insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"),
     );
-    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     // Token links must never leak to another site through Referer.
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     if tokenized && !h.contains_key(header::CACHE_CONTROL) {
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     }
     if let Some(lang) = lang_param {
-        let cookie = format!("lang={}; Path=/; Max-Age=31536000; SameSite=Lax; HttpOnly", lang.as_str());
+        let cookie = format!(
+            "lang={}; Path=/; Max-Age=31536000; SameSite=Lax; HttpOnly",
+            lang.as_str()
+        );
         if let Ok(v) = HeaderValue::from_str(&cookie) {
             h.append(header::SET_COOKIE, v);
         }

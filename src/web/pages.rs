@@ -34,7 +34,10 @@ pub struct ErrorPage {
 
 impl ErrorPage {
     pub fn new(lang: Language, message: String) -> Self {
-        ErrorPage { t: Tr(lang), message }
+        ErrorPage {
+            t: Tr(lang),
+            message,
+        }
     }
 }
 
@@ -55,7 +58,13 @@ struct MessagePage {
 }
 
 fn message(lang: Language, title: &str, text: &str) -> MessagePage {
-    MessagePage { t: Tr(lang), title: t(lang, title), text: t(lang, text), link: String::new(), link_label: String::new() }
+    MessagePage {
+        t: Tr(lang),
+        title: t(lang, title),
+        text: t(lang, text),
+        link: String::new(),
+        link_label: String::new(),
+    }
 }
 
 pub struct FieldView {
@@ -110,10 +119,15 @@ impl SignupPage {
 }
 
 fn language_options() -> Vec<(String, String)> {
-    [("fr", "Français"), ("nl", "Nederlands"), ("de", "Deutsch"), ("en", "English")]
-        .iter()
-        .map(|(c, l)| (c.to_string(), l.to_string()))
-        .collect()
+    [
+        ("fr", "Français"),
+        ("nl", "Nederlands"),
+        ("de", "Deutsch"),
+        ("en", "English"),
+    ]
+    .iter()
+    .map(|(c, l)| (c.to_string(), l.to_string()))
+    .collect()
 }
 
 fn day_rows(lang: Language, form: Option<&FormBody>, slots: &[(i64, i64, i64)]) -> Vec<DayRow> {
@@ -122,14 +136,22 @@ fn day_rows(lang: Language, form: Option<&FormBody>, slots: &[(i64, i64, i64)]) 
         .map(|d| {
             let key = d.as_str();
             let (from, to) = match form {
-                Some(f) => (f.get(&format!("avail_{key}_from")).unwrap_or_default(), f.get(&format!("avail_{key}_to")).unwrap_or_default()),
+                Some(f) => (
+                    f.get(&format!("avail_{key}_from")).unwrap_or_default(),
+                    f.get(&format!("avail_{key}_to")).unwrap_or_default(),
+                ),
                 None => slots
                     .iter()
                     .find(|(day, _, _)| *day == i64::from(d.index()))
                     .map(|(_, f, t)| (fmt_hhmm(*f as i16), fmt_hhmm(*t as i16)))
                     .unwrap_or_default(),
             };
-            DayRow { key, label: t(lang, &format!("day.{key}")), from, to }
+            DayRow {
+                key,
+                label: t(lang, &format!("day.{key}")),
+                from,
+                to,
+            }
         })
         .collect()
 }
@@ -142,30 +164,57 @@ fn form_slots(form: &FormBody) -> Vec<RawSlot> {
             let key = d.as_str();
             let from = form.get(&format!("avail_{key}_from")).unwrap_or_default();
             let to = form.get(&format!("avail_{key}_to")).unwrap_or_default();
-            (!from.trim().is_empty() || !to.trim().is_empty()).then(|| RawSlot { day: key.into(), from, to })
+            (!from.trim().is_empty() || !to.trim().is_empty()).then(|| RawSlot {
+                day: key.into(),
+                from,
+                to,
+            })
         })
         .collect()
 }
 
-async fn signup_page(state: &AppState, lang: Language, form: Option<&FormBody>, errors: Vec<(String, String)>) -> Result<SignupPage, AppError> {
+async fn signup_page(
+    state: &AppState,
+    lang: Language,
+    form: Option<&FormBody>,
+    errors: Vec<(String, String)>,
+) -> Result<SignupPage, AppError> {
     let tr = Tr(lang);
-    let mut values: HashMap<String, String> = form.map(|f| f.0.iter().cloned().collect()).unwrap_or_default();
-    values.entry("country".into()).or_insert_with(|| state.config.country.as_str().into());
-    values.entry("language".into()).or_insert_with(|| lang.as_str().into());
+    let mut values: HashMap<String, String> = form
+        .map(|f| f.0.iter().cloned().collect())
+        .unwrap_or_default();
+    values
+        .entry("country".into())
+        .or_insert_with(|| state.config.country.as_str().into());
+    values
+        .entry("language".into())
+        .or_insert_with(|| lang.as_str().into());
     let error_map: HashMap<String, String> = errors.iter().cloned().collect();
-    let field = |name: &'static str, kind, autocomplete, inputmode, required, hint: &str| FieldView {
-        name,
-        label: tr.s(&format!("field.{name}")),
-        hint: if hint.is_empty() { String::new() } else { tr.s(hint) },
-        error: error_map.get(name).cloned().unwrap_or_default(),
-        value: values.get(name).cloned().unwrap_or_default(),
-        kind,
-        autocomplete,
-        inputmode,
-        required,
-    };
+    let field =
+        |name: &'static str, kind, autocomplete, inputmode, required, hint: &str| FieldView {
+            name,
+            label: tr.s(&format!("field.{name}")),
+            hint: if hint.is_empty() {
+                String::new()
+            } else {
+                tr.s(hint)
+            },
+            error: error_map.get(name).cloned().unwrap_or_default(),
+            value: values.get(name).cloned().unwrap_or_default(),
+            kind,
+            autocomplete,
+            inputmode,
+            required,
+        };
     let fields = vec![
-        field("national_id", "text", "off", "numeric", true, "hint.national_id"),
+        field(
+            "national_id",
+            "text",
+            "off",
+            "numeric",
+            true,
+            "hint.national_id",
+        ),
         field("first_name", "text", "given-name", "text", true, ""),
         field("last_name", "text", "family-name", "text", true, ""),
         field("email", "email", "email", "email", true, ""),
@@ -176,14 +225,26 @@ async fn signup_page(state: &AppState, lang: Language, form: Option<&FormBody>, 
         .centers()
         .await?
         .iter()
-        .map(|c| CenterOption { id: c.id, label: format!("{} ({})", c.name, c.address), checked: chosen.contains(&c.id.to_string()) })
+        .map(|c| CenterOption {
+            id: c.id,
+            label: format!("{} ({})", c.name, c.address),
+            checked: chosen.contains(&c.id.to_string()),
+        })
         .collect();
     Ok(SignupPage {
         t: tr,
-        countries: ["BE", "LU"].iter().map(|c| (c.to_string(), tr.s(&format!("country.{c}")))).collect(),
+        countries: ["BE", "LU"]
+            .iter()
+            .map(|c| (c.to_string(), tr.s(&format!("country.{c}"))))
+            .collect(),
         titles: ["", "mr", "ms", "mx"]
             .iter()
-            .map(|c| (c.to_string(), tr.s(&format!("title.{}", if c.is_empty() { "none" } else { c }))))
+            .map(|c| {
+                (
+                    c.to_string(),
+                    tr.s(&format!("title.{}", if c.is_empty() { "none" } else { c })),
+                )
+            })
             .collect(),
         languages: language_options(),
         fields,
@@ -197,7 +258,9 @@ async fn signup_page(state: &AppState, lang: Language, form: Option<&FormBody>, 
 }
 
 pub async fn signup_form(State(state): State<AppState>, Lang(lang): Lang) -> PageResult {
-    let page = signup_page(&state, lang, None, Vec::new()).await.map_err(|e| PageError(e, lang))?;
+    let page = signup_page(&state, lang, None, Vec::new())
+        .await
+        .map_err(|e| PageError(e, lang))?;
     Ok(render(StatusCode::OK, &page))
 }
 
@@ -209,10 +272,17 @@ struct BusyPage {
     pairs: Vec<(String, String)>,
 }
 
-pub async fn signup_submit(State(state): State<AppState>, Lang(lang): Lang, form: Result<FormBody, AppError>) -> PageResult {
+pub async fn signup_submit(
+    State(state): State<AppState>,
+    Lang(lang): Lang,
+    form: Result<FormBody, AppError>,
+) -> PageResult {
     let form = form.map_err(|e| PageError(e, lang))?;
     // The page's language is the one the visitor was reading the form in.
-    let lang = form.get("form_lang").and_then(|l| Language::parse(&l)).unwrap_or(lang);
+    let lang = form
+        .get("form_lang")
+        .and_then(|l| Language::parse(&l))
+        .unwrap_or(lang);
     let input = RegistrationInput {
         country: form.get("country"),
         national_id: form.get("national_id"),
@@ -224,19 +294,31 @@ pub async fn signup_submit(State(state): State<AppState>, Lang(lang): Lang, form
         language: form.get("language"),
         centers: form.all("centers"),
         availability: form_slots(&form),
-        consent: form.get("consent").is_some_and(|v| v == "on" || v == "true"),
+        consent: form
+            .get("consent")
+            .is_some_and(|v| v == "on" || v == "true"),
         type_errors: Default::default(),
     };
     match signup::sign_up(&state, input, lang).await {
-        Ok(()) => Ok(render(StatusCode::OK, &message(lang, "done.title", "done.text"))),
+        Ok(()) => Ok(render(
+            StatusCode::OK,
+            &message(lang, "done.title", "done.text"),
+        )),
         Err(AppError::Validation(errors)) => {
-            let page = signup_page(&state, lang, Some(&form), errors).await.map_err(|e| PageError(e, lang))?;
+            let page = signup_page(&state, lang, Some(&form), errors)
+                .await
+                .map_err(|e| PageError(e, lang))?;
             Ok(render(StatusCode::UNPROCESSABLE_ENTITY, &page))
         }
         Err(AppError::Overloaded { retry_after }) => {
-            let page = BusyPage { t: Tr(lang), retry_after, pairs: form.0.clone() };
+            let page = BusyPage {
+                t: Tr(lang),
+                retry_after,
+                pairs: form.0.clone(),
+            };
             let mut resp = render(StatusCode::SERVICE_UNAVAILABLE, &page);
-            resp.headers_mut().insert(header::RETRY_AFTER, retry_after.into());
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, retry_after.into());
             Ok(resp)
         }
         Err(e) => Err(PageError(e, lang)),
@@ -250,17 +332,33 @@ struct ConfirmPage {
     token: String,
 }
 
-pub async fn confirm_page(State(state): State<AppState>, Lang(lang): Lang, Path(token): Path<String>) -> PageResult {
+pub async fn confirm_page(
+    State(state): State<AppState>,
+    Lang(lang): Lang,
+    Path(token): Path<String>,
+) -> PageResult {
     // Showing the page changes nothing: a mail scanner following the link confirms nobody.
-    if registrant::confirm_link_known(&state, &token).await.map_err(|e| PageError(e, lang))? {
+    if registrant::confirm_link_known(&state, &token)
+        .await
+        .map_err(|e| PageError(e, lang))?
+    {
         Ok(render(StatusCode::OK, &ConfirmPage { t: Tr(lang), token }))
     } else {
-        Ok(render(StatusCode::NOT_FOUND, &message(lang, "error.title", "link.unknown")))
+        Ok(render(
+            StatusCode::NOT_FOUND,
+            &message(lang, "error.title", "link.unknown"),
+        ))
     }
 }
 
-pub async fn confirm_submit(State(state): State<AppState>, Lang(lang): Lang, Path(token): Path<String>) -> PageResult {
-    let outcome = registrant::confirm(&state, &token).await.map_err(|e| PageError(e, lang))?;
+pub async fn confirm_submit(
+    State(state): State<AppState>,
+    Lang(lang): Lang,
+    Path(token): Path<String>,
+) -> PageResult {
+    let outcome = registrant::confirm(&state, &token)
+        .await
+        .map_err(|e| PageError(e, lang))?;
     Ok(match outcome {
         Confirmation::Confirmed { me_token } => {
             let mut page = message(lang, "confirmed.title", "confirmed.text");
@@ -268,9 +366,18 @@ pub async fn confirm_submit(State(state): State<AppState>, Lang(lang): Lang, Pat
             page.link_label = t(lang, "confirmed.manage");
             render(StatusCode::OK, &page)
         }
-        Confirmation::AlreadyConfirmed => render(StatusCode::OK, &message(lang, "confirmed.title", "confirmed.already")),
-        Confirmation::Expired => render(StatusCode::GONE, &message(lang, "error.title", "link.expired")),
-        Confirmation::Unknown => render(StatusCode::NOT_FOUND, &message(lang, "error.title", "link.unknown")),
+        Confirmation::AlreadyConfirmed => render(
+            StatusCode::OK,
+            &message(lang, "confirmed.title", "confirmed.already"),
+        ),
+        Confirmation::Expired => render(
+            StatusCode::GONE,
+            &message(lang, "error.title", "link.expired"),
+        ),
+        Confirmation::Unknown => render(
+            StatusCode::NOT_FOUND,
+            &message(lang, "error.title", "link.unknown"),
+        ),
     })
 }
 
@@ -295,16 +402,32 @@ pub struct MeQuery {
     saved: Option<String>,
 }
 
-async fn me_page_for(state: &AppState, lang: Language, token: String, saved: bool, errors: Vec<(String, String)>) -> PageResult {
-    let r = registrant::by_me_token(state, &token).await.map_err(|e| PageError(e, lang))?;
+async fn me_page_for(
+    state: &AppState,
+    lang: Language,
+    token: String,
+    saved: bool,
+    errors: Vec<(String, String)>,
+) -> PageResult {
+    let r = registrant::by_me_token(state, &token)
+        .await
+        .map_err(|e| PageError(e, lang))?;
     let centers = state
         .centers()
         .await
         .map_err(|e| PageError(e.into(), lang))?
         .iter()
-        .map(|c| CenterOption { id: c.id, label: format!("{} ({})", c.name, c.address), checked: r.centers.contains(&c.id) })
+        .map(|c| CenterOption {
+            id: c.id,
+            label: format!("{} ({})", c.name, c.address),
+            checked: r.centers.contains(&c.id),
+        })
         .collect();
-    let status = if errors.is_empty() { StatusCode::OK } else { StatusCode::UNPROCESSABLE_ENTITY };
+    let status = if errors.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::UNPROCESSABLE_ENTITY
+    };
     let page = MePage {
         t: Tr(lang),
         token,
@@ -321,13 +444,25 @@ async fn me_page_for(state: &AppState, lang: Language, token: String, saved: boo
     Ok(render(status, &page))
 }
 
-pub async fn me_page(State(state): State<AppState>, Lang(lang): Lang, Path(token): Path<String>, Query(q): Query<MeQuery>) -> PageResult {
+pub async fn me_page(
+    State(state): State<AppState>,
+    Lang(lang): Lang,
+    Path(token): Path<String>,
+    Query(q): Query<MeQuery>,
+) -> PageResult {
     me_page_for(&state, lang, token, q.saved.is_some(), Vec::new()).await
 }
 
-pub async fn me_submit(State(state): State<AppState>, Lang(lang): Lang, Path(token): Path<String>, form: Result<FormBody, AppError>) -> PageResult {
+pub async fn me_submit(
+    State(state): State<AppState>,
+    Lang(lang): Lang,
+    Path(token): Path<String>,
+    form: Result<FormBody, AppError>,
+) -> PageResult {
     let form = form.map_err(|e| PageError(e, lang))?;
-    let r = registrant::by_me_token(&state, &token).await.map_err(|e| PageError(e, lang))?;
+    let r = registrant::by_me_token(&state, &token)
+        .await
+        .map_err(|e| PageError(e, lang))?;
     let result = match form.get("action").as_deref() {
         Some("save") => {
             let change = MeChangeInput {
@@ -339,10 +474,33 @@ pub async fn me_submit(State(state): State<AppState>, Lang(lang): Lang, Path(tok
             };
             registrant::update(&state, &r, change, lang).await.map(drop)
         }
-        Some("pause") => registrant::update(&state, &r, MeChangeInput { status: Some("paused".into()), ..Default::default() }, lang).await.map(drop),
-        Some("resume") => registrant::update(&state, &r, MeChangeInput { status: Some("waiting".into()), ..Default::default() }, lang).await.map(drop),
+        Some("pause") => registrant::update(
+            &state,
+            &r,
+            MeChangeInput {
+                status: Some("paused".into()),
+                ..Default::default()
+            },
+            lang,
+        )
+        .await
+        .map(drop),
+        Some("resume") => registrant::update(
+            &state,
+            &r,
+            MeChangeInput {
+                status: Some("waiting".into()),
+                ..Default::default()
+            },
+            lang,
+        )
+        .await
+        .map(drop),
         Some("withdraw") if form.get("really").is_some() => registrant::withdraw(&state, &r).await,
-        Some("withdraw") => Err(AppError::Validation(vec![("really".into(), t(lang, "err.must_accept"))])),
+        Some("withdraw") => Err(AppError::Validation(vec![(
+            "really".into(),
+            t(lang, "err.must_accept"),
+        )])),
         _ => Err(AppError::BadRequest("unknown action".into())),
     };
     match result {
@@ -360,7 +518,11 @@ struct StatsPage {
 }
 
 pub async fn stats_page(State(state): State<AppState>, Lang(lang): Lang) -> PageResult {
-    let s = state.store.stats().await.map_err(|e| PageError(e.into(), lang))?;
+    let s = state
+        .store
+        .stats()
+        .await
+        .map_err(|e| PageError(e.into(), lang))?;
     let rows = vec![
         ("stats.registered", s.registered),
         ("stats.confirmed", s.confirmed),
@@ -375,7 +537,10 @@ pub async fn stats_page(State(state): State<AppState>, Lang(lang): Lang) -> Page
 
 pub async fn stylesheet() -> Response {
     (
-        [(header::CONTENT_TYPE, "text/css; charset=utf-8"), (header::CACHE_CONTROL, "public, max-age=3600")],
+        [
+            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+        ],
         include_str!("../../static/style.css"),
     )
         .into_response()
@@ -383,7 +548,10 @@ pub async fn stylesheet() -> Response {
 
 pub async fn retry_script() -> Response {
     (
-        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8"), (header::CACHE_CONTROL, "public, max-age=3600")],
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+        ],
         include_str!("../../static/retry.js"),
     )
         .into_response()

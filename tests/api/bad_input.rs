@@ -8,7 +8,11 @@ async fn expect_error(app: &TestApp, resp: reqwest::Response, status: u16, code:
     assert_eq!(resp.status().as_u16(), status);
     let body: Value = resp.json().await.expect("a JSON error body");
     assert_eq!(body["error"]["code"], code, "{body}");
-    assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()));
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty())
+    );
     assert_eq!(app.stats().await["registered"], 0, "nothing stored");
     assert_eq!(app.get_json("/healthz").await.0, 200, "still serving");
     body
@@ -18,11 +22,32 @@ async fn expect_error(app: &TestApp, resp: reqwest::Response, status: u16, code:
 async fn malformed_bodies() {
     let app = spawn_app().await;
     let url = app.url("/api/v1/registrations");
-    let r = app.client.post(&url).header("content-type", "application/json").body("{\"national_id\": ").send().await.unwrap();
+    let r = app
+        .client
+        .post(&url)
+        .header("content-type", "application/json")
+        .body("{\"national_id\": ")
+        .send()
+        .await
+        .unwrap();
     expect_error(&app, r, 400, "bad_request").await;
-    let r = app.client.post(&url).header("content-type", "application/json").body("[1,2]").send().await.unwrap();
+    let r = app
+        .client
+        .post(&url)
+        .header("content-type", "application/json")
+        .body("[1,2]")
+        .send()
+        .await
+        .unwrap();
     expect_error(&app, r, 400, "bad_request").await;
-    let r = app.client.post(&url).header("content-type", "text/plain").body("{}").send().await.unwrap();
+    let r = app
+        .client
+        .post(&url)
+        .header("content-type", "text/plain")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
     expect_error(&app, r, 415, "unsupported_media_type").await;
     let r = app.client.post(&url).body("{}").send().await.unwrap();
     expect_error(&app, r, 415, "unsupported_media_type").await;
@@ -30,7 +55,14 @@ async fn malformed_bodies() {
     big["first_name"] = json!("x".repeat(17 * 1024));
     let r = app.post_json("/api/v1/registrations", &big).await;
     expect_error(&app, r, 413, "payload_too_large").await;
-    let r = app.client.post(app.url("/")).header("content-type", "application/x-www-form-urlencoded").body("a=".to_string() + &"b".repeat(20_000)).send().await.unwrap();
+    let r = app
+        .client
+        .post(app.url("/"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("a=".to_string() + &"b".repeat(20_000))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 413);
     assert!(r.text().await.unwrap().contains("<html"));
 }
@@ -45,7 +77,10 @@ async fn invalid_fields_are_all_named() {
         ("first_name", json!("x".repeat(10_000))),
         ("national_id", json!("85073003329")),
         ("national_id", json!(future)),
-        ("national_id", json!("85073003328'; DROP TABLE registrants; --")),
+        (
+            "national_id",
+            json!("85073003328'; DROP TABLE registrants; --"),
+        ),
         ("email", json!("a@b")),
         ("phone", json!("0470 12 34 56")),
         ("language", json!("es")),
@@ -53,7 +88,10 @@ async fn invalid_fields_are_all_named() {
         ("country", json!("FR")),
         ("centers", json!(["1 OR 1=1"])),
         ("centers", json!([12345])),
-        ("availability", json!([{"day": "mon", "from": "25:00", "to": "26:00"}])),
+        (
+            "availability",
+            json!([{"day": "mon", "from": "25:00", "to": "26:00"}]),
+        ),
         ("availability", json!("always")),
         ("consent", json!(false)),
         ("consent", json!("yes")),
@@ -66,10 +104,21 @@ async fn invalid_fields_are_all_named() {
         let err = expect_error(&app, r, 422, "validation_failed").await;
         let fields = err["error"]["fields"].as_object().unwrap();
         assert!(fields.contains_key(field), "{field}={value}: {err}");
-        assert_eq!(fields.len(), 1, "{field}={value}: only that field is wrong: {err}");
+        assert_eq!(
+            fields.len(),
+            1,
+            "{field}={value}: only that field is wrong: {err}"
+        );
     }
     // Several at once, in the language asked for.
-    let r = app.client.post(app.url("/api/v1/registrations")).header("accept-language", "nl").json(&json!({"consent": true})).send().await.unwrap();
+    let r = app
+        .client
+        .post(app.url("/api/v1/registrations"))
+        .header("accept-language", "nl")
+        .json(&json!({"consent": true}))
+        .send()
+        .await
+        .unwrap();
     let err = expect_error(&app, r, 422, "validation_failed").await;
     assert_eq!(err["error"]["fields"]["email"], "Dit veld is verplicht.");
     assert_eq!(err["error"]["fields"].as_object().unwrap().len(), 4);
@@ -81,45 +130,105 @@ async fn sql_metacharacters_and_markup_are_just_text() {
     let mut body = registration(1);
     body["last_name"] = json!("Robert'); DROP TABLE registrants; --");
     body["first_name"] = json!("<script>alert('x')</script>");
-    assert_eq!(app.post_json("/api/v1/registrations", &body).await.status(), 202);
+    assert_eq!(
+        app.post_json("/api/v1/registrations", &body).await.status(),
+        202
+    );
     assert_eq!(app.stats().await["registered"], 1);
     let mails = app.wait_for_emails(1).await;
-    assert!(mails[0].contains("<script>alert('x')</script>"), "plain-text mail carries the name as written");
+    assert!(
+        mails[0].contains("<script>alert('x')</script>"),
+        "plain-text mail carries the name as written"
+    );
     let row = app.store().registrant_raw_row(1).await.unwrap().unwrap();
-    let last = row.iter().find(|(c, _)| c == "last_name").unwrap().1.clone();
-    assert_eq!(last.as_deref(), Some("Robert'); DROP TABLE registrants; --"));
+    let last = row
+        .iter()
+        .find(|(c, _)| c == "last_name")
+        .unwrap()
+        .1
+        .clone();
+    assert_eq!(
+        last.as_deref(),
+        Some("Robert'); DROP TABLE registrants; --")
+    );
 }
 
 #[tokio::test]
 async fn unknown_routes_and_tokens() {
     let app = spawn_app().await;
     let (status, body) = app.get_json("/api/v1/nothing-here").await;
-    assert_eq!((status, body["error"]["code"].as_str()), (404, Some("not_found")));
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (404, Some("not_found"))
+    );
     assert_eq!(app.get_json("/api/v1/me/not-a-token").await.0, 404);
-    assert_eq!(app.get_json(&format!("/api/v1/me/{}", "a".repeat(43))).await.0, 404);
-    let r = app.client.post(app.url(&format!("/confirm/{}", "b".repeat(43)))).send().await.unwrap();
+    assert_eq!(
+        app.get_json(&format!("/api/v1/me/{}", "a".repeat(43)))
+            .await
+            .0,
+        404
+    );
+    let r = app
+        .client
+        .post(app.url(&format!("/confirm/{}", "b".repeat(43))))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 404);
-    let r = app.client.get(app.url("/nowhere?lang=de")).send().await.unwrap();
+    let r = app
+        .client
+        .get(app.url("/nowhere?lang=de"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 404);
-    assert!(r.text().await.unwrap().contains("Diese Seite gibt es nicht"));
+    assert!(
+        r.text()
+            .await
+            .unwrap()
+            .contains("Diese Seite gibt es nicht")
+    );
 }
 
 #[tokio::test]
 async fn one_client_sending_too_much_gets_429_with_retry_after() {
-    let app = spawn_with(Options { env: vec![("STANDBY_CLIENT_RATE", "3".into())], ..Default::default() }).await;
+    let app = spawn_with(Options {
+        env: vec![("STANDBY_CLIENT_RATE", "3".into())],
+        ..Default::default()
+    })
+    .await;
     for n in 0..3 {
-        assert_eq!(app.post_json("/api/v1/registrations", &registration(n)).await.status(), 202);
+        assert_eq!(
+            app.post_json("/api/v1/registrations", &registration(n))
+                .await
+                .status(),
+            202
+        );
     }
-    let r = app.post_json("/api/v1/registrations", &registration(9)).await;
+    let r = app
+        .post_json("/api/v1/registrations", &registration(9))
+        .await;
     assert_eq!(r.status(), 429);
-    let retry: u64 = r.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    let retry: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!((1..=60).contains(&retry));
-    assert_eq!(r.json::<Value>().await.unwrap()["error"]["code"], "too_many_requests");
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["error"]["code"],
+        "too_many_requests"
+    );
     // Reading the public pages is not limited.
     assert_eq!(app.get_json("/api/v1/stats").await.0, 200);
     // The next minute, the client may sign up again.
     app.clock.advance_ms(60_000);
-    assert_eq!(app.post_json("/api/v1/registrations", &registration(9)).await.status(), 202);
+    assert_eq!(
+        app.post_json("/api/v1/registrations", &registration(9))
+            .await
+            .status(),
+        202
+    );
 }
 
 #[tokio::test]
@@ -129,7 +238,11 @@ async fn security_headers_on_every_answer() {
         let r = app.client.get(app.url(path)).send().await.unwrap();
         let h = r.headers();
         let csp = h["content-security-policy"].to_str().unwrap();
-        assert!(csp.contains("frame-ancestors 'none'") && csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"));
+        assert!(
+            csp.contains("frame-ancestors 'none'")
+                && csp.contains("script-src 'self'")
+                && !csp.contains("unsafe-inline")
+        );
         assert_eq!(h["x-content-type-options"], "nosniff");
         assert_eq!(h["referrer-policy"], "no-referrer");
     }

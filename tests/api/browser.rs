@@ -23,7 +23,10 @@ impl Drop for Driver {
 }
 
 fn chromedriver() -> Option<String> {
-    ["/usr/bin/chromedriver", "/usr/lib/chromium/chromedriver"].iter().find(|p| std::path::Path::new(p).exists()).map(|p| p.to_string())
+    ["/usr/bin/chromedriver", "/usr/lib/chromium/chromedriver"]
+        .iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .map(|p| p.to_string())
 }
 
 impl Driver {
@@ -33,8 +36,17 @@ impl Driver {
         if !require(path.is_some(), "chromium-driver") {
             return None;
         }
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let child = Command::new(path.unwrap()).arg(format!("--port={port}")).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new(path.unwrap())
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
         let base = format!("http://127.0.0.1:{port}");
         let http = reqwest::Client::new();
         for _ in 0..100 {
@@ -54,14 +66,42 @@ impl Driver {
                 "prefs": {"profile.managed_default_content_settings.javascript": 2}
             }
         }}});
-        let resp: Value = http.post(format!("{base}/session")).json(&caps).send().await.unwrap().json().await.unwrap();
-        let session = resp["value"]["sessionId"].as_str().unwrap_or_else(|| panic!("no WebDriver session: {resp}")).to_string();
-        Some(Driver { child, base, session, http, _profile: profile })
+        let resp: Value = http
+            .post(format!("{base}/session"))
+            .json(&caps)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let session = resp["value"]["sessionId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no WebDriver session: {resp}"))
+            .to_string();
+        Some(Driver {
+            child,
+            base,
+            session,
+            http,
+            _profile: profile,
+        })
     }
 
-    async fn try_cmd(&self, method: reqwest::Method, path: &str, body: &Value) -> Result<Value, String> {
+    async fn try_cmd(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: &Value,
+    ) -> Result<Value, String> {
         let url = format!("{}/session/{}{}", self.base, self.session, path);
-        let r = self.http.request(method, url).json(body).send().await.map_err(|e| e.to_string())?;
+        let r = self
+            .http
+            .request(method, url)
+            .json(body)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
         let v: Value = r.json().await.map_err(|e| e.to_string())?;
         match v["value"].get("error") {
             Some(_) => Err(format!("WebDriver {path}: {v}")),
@@ -77,9 +117,28 @@ impl Driver {
     async fn wait_for(&self, expected: &str) -> String {
         let mut last = String::new();
         for _ in 0..100 {
-            if let Ok(el) = self.try_cmd(reqwest::Method::POST, "/element", &json!({"using": "css selector", "value": "body"})).await {
-                let id = el.as_object().and_then(|o| o.values().next()).and_then(Value::as_str).unwrap_or("").to_string();
-                if let Ok(Value::String(text)) = self.try_cmd(reqwest::Method::GET, &format!("/element/{id}/text"), &json!({})).await {
+            if let Ok(el) = self
+                .try_cmd(
+                    reqwest::Method::POST,
+                    "/element",
+                    &json!({"using": "css selector", "value": "body"}),
+                )
+                .await
+            {
+                let id = el
+                    .as_object()
+                    .and_then(|o| o.values().next())
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string();
+                if let Ok(Value::String(text)) = self
+                    .try_cmd(
+                        reqwest::Method::GET,
+                        &format!("/element/{id}/text"),
+                        &json!({}),
+                    )
+                    .await
+                {
                     if text.contains(expected) {
                         return text;
                     }
@@ -92,42 +151,75 @@ impl Driver {
     }
 
     async fn goto(&self, url: &str) {
-        self.cmd(reqwest::Method::POST, "/url", json!({ "url": url })).await;
+        self.cmd(reqwest::Method::POST, "/url", json!({ "url": url }))
+            .await;
     }
 
     async fn find(&self, css: &str) -> String {
-        let v = self.cmd(reqwest::Method::POST, "/element", json!({"using": "css selector", "value": css})).await;
-        v.as_object().unwrap().values().next().unwrap().as_str().unwrap().to_string()
+        let v = self
+            .cmd(
+                reqwest::Method::POST,
+                "/element",
+                json!({"using": "css selector", "value": css}),
+            )
+            .await;
+        v.as_object()
+            .unwrap()
+            .values()
+            .next()
+            .unwrap()
+            .as_str()
+            .unwrap()
+            .to_string()
     }
 
     async fn type_into(&self, css: &str, text: &str) {
         let el = self.find(css).await;
-        self.cmd(reqwest::Method::POST, &format!("/element/{el}/value"), json!({ "text": text })).await;
+        self.cmd(
+            reqwest::Method::POST,
+            &format!("/element/{el}/value"),
+            json!({ "text": text }),
+        )
+        .await;
     }
 
     async fn click(&self, css: &str) {
         let el = self.find(css).await;
-        self.cmd(reqwest::Method::POST, &format!("/element/{el}/click"), json!({})).await;
+        self.cmd(
+            reqwest::Method::POST,
+            &format!("/element/{el}/click"),
+            json!({}),
+        )
+        .await;
     }
 
     async fn screenshot(&self, path: &std::path::Path) {
         use base64::Engine;
-        let png = self.cmd(reqwest::Method::GET, "/screenshot", json!({})).await;
-        let bytes = base64::engine::general_purpose::STANDARD.decode(png.as_str().unwrap()).unwrap();
+        let png = self
+            .cmd(reqwest::Method::GET, "/screenshot", json!({}))
+            .await;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(png.as_str().unwrap())
+            .unwrap();
         std::fs::write(path, bytes).unwrap();
     }
 }
 
 #[tokio::test]
 async fn a_newcomer_signs_up_confirms_and_sees_the_stats_in_chromium_without_javascript() {
-    let Some(d) = Driver::start().await else { return };
+    let Some(d) = Driver::start().await else {
+        return;
+    };
     let app = spawn_app().await;
     d.goto(&app.url("/?lang=en")).await;
     d.wait_for("Join the reserve list").await;
     // Submitting empty shows every error at once.
     d.click("button[type=submit]").await;
     let text = d.wait_for("Please correct the fields marked below").await;
-    assert!(text.contains("You must agree to sign up") && text.contains("This field is required"), "{text}");
+    assert!(
+        text.contains("You must agree to sign up") && text.contains("This field is required"),
+        "{text}"
+    );
     d.type_into("#national_id", &be_id(77)).await;
     d.type_into("#first_name", "Élise").await;
     d.type_into("#last_name", "<b>Martin</b>").await;
@@ -136,7 +228,8 @@ async fn a_newcomer_signs_up_confirms_and_sees_the_stats_in_chromium_without_jav
     d.type_into("input[name=avail_wed_to]", "18:00").await;
     d.click("#consent").await;
     if let Ok(dir) = std::env::var("STANDBY_SCREENSHOTS") {
-        d.screenshot(&std::path::Path::new(&dir).join("signup-phone.png")).await;
+        d.screenshot(&std::path::Path::new(&dir).join("signup-phone.png"))
+            .await;
     }
     d.click("button[type=submit]").await;
     d.wait_for("Check your mailbox").await;

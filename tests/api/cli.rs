@@ -18,19 +18,39 @@ fn standby(tmp: &std::path::Path, db: &str) -> Command {
 #[tokio::test]
 async fn bad_configuration_exits_2_naming_the_setting() {
     let tmp = tempfile::tempdir().unwrap();
-    for (var, value) in [("STANDBY_COUNTRY", "FR"), ("STANDBY_EMAIL_RATE", "0"), ("DATABASE_URL", "mysql://x"), ("STANDBY_LISTEN", "here")] {
-        let out = standby(tmp.path(), "sqlite://t.db").env(var, value).arg("migrate").output().unwrap();
+    for (var, value) in [
+        ("STANDBY_COUNTRY", "FR"),
+        ("STANDBY_EMAIL_RATE", "0"),
+        ("DATABASE_URL", "mysql://x"),
+        ("STANDBY_LISTEN", "here"),
+    ] {
+        let out = standby(tmp.path(), "sqlite://t.db")
+            .env(var, value)
+            .arg("migrate")
+            .output()
+            .unwrap();
         assert_eq!(out.status.code(), Some(2), "{var}");
         let err = String::from_utf8(out.stderr).unwrap();
         let lines: Vec<&str> = err.lines().filter(|l| !l.contains("WARN")).collect();
         assert_eq!(lines.len(), 1, "{err}");
         assert!(lines[0].contains(var), "{err}");
     }
-    let out = standby(tmp.path(), "sqlite://t.db").arg("--no-such-flag").output().unwrap();
+    let out = standby(tmp.path(), "sqlite://t.db")
+        .arg("--no-such-flag")
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
-    let out = standby(tmp.path(), "postgres://localhost/x").env_remove("STANDBY_SECRET").arg("migrate").output().unwrap();
+    let out = standby(tmp.path(), "postgres://localhost/x")
+        .env_remove("STANDBY_SECRET")
+        .arg("migrate")
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8(out.stderr).unwrap().contains("STANDBY_SECRET"));
+    assert!(
+        String::from_utf8(out.stderr)
+            .unwrap()
+            .contains("STANDBY_SECRET")
+    );
 }
 
 #[tokio::test]
@@ -38,49 +58,121 @@ async fn migrate_user_add_and_demo() {
     let tmp = tempfile::tempdir().unwrap();
     let db = fresh_database_url(tmp.path()).await;
     let out = standby(tmp.path(), &db).arg("migrate").output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     let add = |args: &[&str], password: &str| {
-        let mut child = standby(tmp.path(), &db).args(["user", "add"]).args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
-        child.stdin.take().unwrap().write_all(password.as_bytes()).unwrap();
+        let mut child = standby(tmp.path(), &db)
+            .args(["user", "add"])
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(password.as_bytes())
+            .unwrap();
         child.wait_with_output().unwrap()
     };
-    let out = add(&["--email", "Boss@Example.be", "--role", "admin"], "a long enough password\n");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let out = add(&["--email", "boss@example.be", "--role", "admin"], "a long enough password\n");
+    let out = add(
+        &["--email", "Boss@Example.be", "--role", "admin"],
+        "a long enough password\n",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = add(
+        &["--email", "boss@example.be", "--role", "admin"],
+        "a long enough password\n",
+    );
     assert_eq!(out.status.code(), Some(2), "duplicate e-mail");
-    let out = add(&["--email", "nurse@example.be", "--role", "staff"], "a long enough password\n");
+    let out = add(
+        &["--email", "nurse@example.be", "--role", "staff"],
+        "a long enough password\n",
+    );
     assert_eq!(out.status.code(), Some(2), "staff needs a centre");
     assert!(String::from_utf8_lossy(&out.stderr).contains("--center"));
-    let out = add(&["--email", "nurse@example.be", "--role", "admin"], "short\n");
+    let out = add(
+        &["--email", "nurse@example.be", "--role", "admin"],
+        "short\n",
+    );
     assert_eq!(out.status.code(), Some(2));
 
-    let out = standby(tmp.path(), &db).args(["demo", "--registrants", "40"]).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = standby(tmp.path(), &db)
+        .args(["demo", "--registrants", "40"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.contains("admin@standby.test") && text.contains("staff1@standby.test"));
     let store = standby::open_store(&db).await.unwrap();
     let stats = standby_store::Store::stats(store.as_ref()).await.unwrap();
     assert_eq!(stats.registered, 40);
     assert!(stats.confirmed > 20 && stats.doses_available > 0);
-    assert_eq!(standby_store::Store::list_centers(store.as_ref()).await.unwrap().len(), 5);
+    assert_eq!(
+        standby_store::Store::list_centers(store.as_ref())
+            .await
+            .unwrap()
+            .len(),
+        5
+    );
     // The demo password printed works.
-    let line = text.lines().find(|l| l.contains("admin@standby.test")).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.contains("admin@standby.test"))
+        .unwrap();
     let password = line.split_whitespace().last().unwrap();
-    let user = standby_store::Store::user_by_email(store.as_ref(), "admin@standby.test").await.unwrap().unwrap();
-    assert!(standby::security::verify_password(password, &user.password_hash));
+    let user = standby_store::Store::user_by_email(store.as_ref(), "admin@standby.test")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(standby::security::verify_password(
+        password,
+        &user.password_hash
+    ));
     // A second run changes nothing.
-    let out = standby(tmp.path(), &db).args(["demo", "--registrants", "40"]).output().unwrap();
+    let out = standby(tmp.path(), &db)
+        .args(["demo", "--registrants", "40"])
+        .output()
+        .unwrap();
     assert!(out.status.success());
-    assert_eq!(standby_store::Store::stats(store.as_ref()).await.unwrap().registered, 40);
+    assert_eq!(
+        standby_store::Store::stats(store.as_ref())
+            .await
+            .unwrap()
+            .registered,
+        40
+    );
 }
 
 #[tokio::test]
 async fn serve_answers_and_stops_on_sigterm() {
     let tmp = tempfile::tempdir().unwrap();
     let db = fresh_database_url(tmp.path()).await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let mut child = standby(tmp.path(), &db).args(["serve", "--listen", &format!("127.0.0.1:{port}")]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = standby(tmp.path(), &db)
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
     let url = format!("http://127.0.0.1:{port}/readyz");
     let mut ready = false;
     for _ in 0..100 {
@@ -91,7 +183,10 @@ async fn serve_answers_and_stops_on_sigterm() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     assert!(ready, "the server answered /readyz");
-    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
     let status = child.wait().unwrap();
     assert!(status.success(), "graceful stop: {status:?}");
 }

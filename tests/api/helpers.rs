@@ -17,7 +17,9 @@ pub fn is_ci() -> bool {
 }
 
 pub fn pg_admin_url() -> Option<String> {
-    std::env::var("STANDBY_TEST_DATABASE_URL").ok().filter(|v| !v.is_empty())
+    std::env::var("STANDBY_TEST_DATABASE_URL")
+        .ok()
+        .filter(|v| !v.is_empty())
 }
 
 /// A fresh, empty database URL for one test.
@@ -25,10 +27,21 @@ pub async fn fresh_database_url(tmp: &Path) -> String {
     match pg_admin_url() {
         Some(admin) => {
             use sqlx::Connection;
-            let name = format!("standby_t_{}", standby::security::random_reference("db").replace('-', "_")[3..19].to_lowercase());
-            let mut conn = sqlx::PgConnection::connect(&admin).await.expect("PostgreSQL named by STANDBY_TEST_DATABASE_URL answers");
-            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut conn).await.expect("create test database");
-            let base = admin.rsplit_once('/').map(|(b, _)| b.to_string()).expect("URL with a database name");
+            let name = format!(
+                "standby_t_{}",
+                standby::security::random_reference("db").replace('-', "_")[3..19].to_lowercase()
+            );
+            let mut conn = sqlx::PgConnection::connect(&admin)
+                .await
+                .expect("PostgreSQL named by STANDBY_TEST_DATABASE_URL answers");
+            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                .execute(&mut conn)
+                .await
+                .expect("create test database");
+            let base = admin
+                .rsplit_once('/')
+                .map(|(b, _)| b.to_string())
+                .expect("URL with a database name");
             format!("{base}/{name}")
         }
         None => format!("sqlite://{}/standby.db", tmp.display()),
@@ -56,7 +69,10 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Options { env: Vec::new(), workers: true }
+        Options {
+            env: Vec::new(),
+            workers: true,
+        }
     }
 }
 
@@ -67,7 +83,10 @@ pub async fn spawn_app() -> TestApp {
 pub async fn spawn_with(opts: Options) -> TestApp {
     standby::init_tls();
     if let Ok(filter) = std::env::var("STANDBY_TEST_LOG") {
-        let _ = tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::new(filter)).with_test_writer().try_init();
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_test_writer()
+            .try_init();
     }
     let tmp = tempfile::tempdir().unwrap();
     let database_url = fresh_database_url(tmp.path()).await;
@@ -75,7 +94,10 @@ pub async fn spawn_with(opts: Options) -> TestApp {
     let addr = listener.local_addr().unwrap();
     let outbox = tmp.path().join("outbox");
     let mut vars: HashMap<String, String> = HashMap::from([
-        ("STANDBY_SECRET".into(), "test-secret-0123456789abcdef".into()),
+        (
+            "STANDBY_SECRET".into(),
+            "test-secret-0123456789abcdef".into(),
+        ),
         ("STANDBY_EMAIL".into(), format!("file:{}", outbox.display())),
         ("STANDBY_SMS".into(), format!("file:{}", outbox.display())),
         ("STANDBY_CLIENT_RATE".into(), "0".into()),
@@ -85,8 +107,15 @@ pub async fn spawn_with(opts: Options) -> TestApp {
     for (k, v) in opts.env {
         vars.insert(k.to_string(), v);
     }
-    let config = Config::load(Some(addr.to_string()), Some(database_url.clone()), &move |k| vars.get(k).cloned()).expect("test configuration");
-    let store = standby::open_store(&database_url).await.expect("open store");
+    let config = Config::load(
+        Some(addr.to_string()),
+        Some(database_url.clone()),
+        &move |k| vars.get(k).cloned(),
+    )
+    .expect("test configuration");
+    let store = standby::open_store(&database_url)
+        .await
+        .expect("open store");
     let clock = Arc::new(ManualClock::new(start_time()));
     let state = standby::App::new(config, store, clock.clone() as Arc<dyn Clock>);
     if opts.workers {
@@ -95,7 +124,10 @@ pub async fn spawn_with(opts: Options) -> TestApp {
     tokio::spawn(standby::serve(listener, state.clone()));
     TestApp {
         base: format!("http://{addr}"),
-        client: reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap(),
+        client: reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap(),
         state,
         clock,
         outbox,
@@ -106,7 +138,12 @@ pub async fn spawn_with(opts: Options) -> TestApp {
 
 /// A valid Belgian national register number, distinct for each `n`.
 pub fn be_id(n: u32) -> String {
-    standby::demo::belgian_id(1940 + (n % 60) as i32, 1 + (n / 60) % 12, 1 + (n / 720) % 28, 1 + n % 997)
+    standby::demo::belgian_id(
+        1940 + (n % 60) as i32,
+        1 + (n / 60) % 12,
+        1 + (n / 720) % 28,
+        1 + n % 997,
+    )
 }
 
 pub fn registration(n: u32) -> Value {
@@ -127,7 +164,12 @@ impl TestApp {
     }
 
     pub async fn post_json(&self, path: &str, body: &Value) -> reqwest::Response {
-        self.client.post(self.url(path)).json(body).send().await.unwrap()
+        self.client
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .unwrap()
     }
 
     pub async fn get_json(&self, path: &str) -> (u16, Value) {
@@ -165,7 +207,12 @@ impl TestApp {
     /// Registers `n`, confirms, and gives the self-service path.
     pub async fn registered_and_confirmed(&self, n: u32) -> String {
         let body = registration(n);
-        assert_eq!(self.post_json("/api/v1/registrations", &body).await.status(), 202);
+        assert_eq!(
+            self.post_json("/api/v1/registrations", &body)
+                .await
+                .status(),
+            202
+        );
         let (confirm, me) = self.links_for(body["email"].as_str().unwrap()).await;
         let r = self.client.post(&confirm).send().await.unwrap();
         assert_eq!(r.status(), 200);
@@ -174,21 +221,35 @@ impl TestApp {
 }
 
 pub fn find_link(mail: &str, marker: &str) -> String {
-    mail.split_whitespace().find(|w| w.contains(marker)).unwrap_or_else(|| panic!("no {marker} link in the message")).to_string()
+    mail.split_whitespace()
+        .find(|w| w.contains(marker))
+        .unwrap_or_else(|| panic!("no {marker} link in the message"))
+        .to_string()
 }
 
 pub async fn wait_for_files(dir: &Path, ext: &str, n: usize) -> Vec<String> {
     for _ in 0..100 {
         let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-            .map(|d| d.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == ext)).collect())
+            .map(|d| {
+                d.filter_map(|e| e.ok())
+                    .map(|e| e.path())
+                    .filter(|p| p.extension().is_some_and(|x| x == ext))
+                    .collect()
+            })
             .unwrap_or_default();
         if files.len() >= n {
             files.sort();
-            return files.iter().map(|p| std::fs::read_to_string(p).unwrap()).collect();
+            return files
+                .iter()
+                .map(|p| std::fs::read_to_string(p).unwrap())
+                .collect();
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    panic!("fewer than {n} .{ext} files in {} after 10 s", dir.display());
+    panic!(
+        "fewer than {n} .{ext} files in {} after 10 s",
+        dir.display()
+    );
 }
 
 /// Skips a test that needs an outside program, except in CI where its

@@ -17,23 +17,41 @@ impl Drop for Sink {
 }
 
 fn aiosmtpd_available() -> bool {
-    Command::new("python3").args(["-c", "import aiosmtpd"]).status().is_ok_and(|s| s.success())
+    Command::new("python3")
+        .args(["-c", "import aiosmtpd"])
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 async fn start_sink(port: u16) -> Sink {
     let dir = tempfile::tempdir().unwrap();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/smtp_sink.py");
-    let child = Command::new("python3").arg(script).arg(port.to_string()).arg(dir.path()).stdout(Stdio::null()).spawn().unwrap();
+    let child = Command::new("python3")
+        .arg(script)
+        .arg(port.to_string())
+        .arg(dir.path())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let sink = Sink { child, dir };
     for _ in 0..100 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
-            return Sink { child, dir };
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            return sink;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    drop(sink);
     panic!("SMTP sink did not start");
 }
 
@@ -44,15 +62,29 @@ async fn confirmation_mail_goes_over_smtp() {
     }
     let port = free_port();
     let sink = start_sink(port).await;
-    let app = spawn_with(Options { env: vec![("STANDBY_EMAIL", format!("smtp://127.0.0.1:{port}"))], ..Default::default() }).await;
-    assert_eq!(app.post_json("/api/v1/registrations", &registration(1)).await.status(), 202);
+    let app = spawn_with(Options {
+        env: vec![("STANDBY_EMAIL", format!("smtp://127.0.0.1:{port}"))],
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(
+        app.post_json("/api/v1/registrations", &registration(1))
+            .await
+            .status(),
+        202
+    );
     let mails = wait_for_files(sink.dir.path(), "eml", 1).await;
     assert!(mails[0].contains("To: person1@example.be"));
     let confirm = find_link(&mails[0], "/confirm/");
-    assert_eq!(app.client.post(&confirm).send().await.unwrap().status(), 200);
+    assert_eq!(
+        app.client.post(&confirm).send().await.unwrap().status(),
+        200
+    );
     assert_eq!(app.stats().await["confirmed"], 1);
     for _ in 0..50 {
-        if app.store().outbox_counts().await.unwrap() == vec![("email".to_string(), "sent".to_string(), 1)] {
+        if app.store().outbox_counts().await.unwrap()
+            == vec![("email".to_string(), "sent".to_string(), 1)]
+        {
             return;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -66,8 +98,17 @@ async fn mail_waits_while_smtp_is_down_and_leaves_once_it_is_back() {
         return;
     }
     let port = free_port();
-    let app = spawn_with(Options { env: vec![("STANDBY_EMAIL", format!("smtp://127.0.0.1:{port}"))], ..Default::default() }).await;
-    assert_eq!(app.post_json("/api/v1/registrations", &registration(2)).await.status(), 202);
+    let app = spawn_with(Options {
+        env: vec![("STANDBY_EMAIL", format!("smtp://127.0.0.1:{port}"))],
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(
+        app.post_json("/api/v1/registrations", &registration(2))
+            .await
+            .status(),
+        202
+    );
     // Nobody listens: the message is retried later, not lost.
     let mut queued = false;
     for _ in 0..50 {
@@ -78,7 +119,10 @@ async fn mail_waits_while_smtp_is_down_and_leaves_once_it_is_back() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(queued, "the failed attempt leaves the message queued for a retry");
+    assert!(
+        queued,
+        "the failed attempt leaves the message queued for a retry"
+    );
     let sink = start_sink(port).await;
     app.clock.advance_ms(3_600_000);
     let mails = wait_for_files(sink.dir.path(), "eml", 1).await;

@@ -49,30 +49,83 @@ async fn store() -> (SqlStore, tempfile::TempDir) {
 #[tokio::test]
 async fn batches_deduplicate_within_and_across() {
     let (s, _t) = store().await;
-    let out = s.insert_registrations(&[registrant("h1", "c1"), registrant("h2", "c2"), registrant("h1", "c3")], 1).await.unwrap();
-    assert!(matches!(out[..], [InsertOutcome::Created(_), InsertOutcome::Created(_), InsertOutcome::Duplicate]));
-    let out = s.insert_registrations(&[registrant("h2", "c4")], 2).await.unwrap();
+    let out = s
+        .insert_registrations(
+            &[
+                registrant("h1", "c1"),
+                registrant("h2", "c2"),
+                registrant("h1", "c3"),
+            ],
+            1,
+        )
+        .await
+        .unwrap();
+    assert!(matches!(
+        out[..],
+        [
+            InsertOutcome::Created(_),
+            InsertOutcome::Created(_),
+            InsertOutcome::Duplicate
+        ]
+    ));
+    let out = s
+        .insert_registrations(&[registrant("h2", "c4")], 2)
+        .await
+        .unwrap();
     assert_eq!(out, vec![InsertOutcome::Duplicate]);
     assert_eq!(s.stats().await.unwrap().registered, 2);
-    let queued: i64 = s.outbox_counts().await.unwrap().iter().map(|(_, _, n)| n).sum();
-    assert_eq!(queued, 2, "one confirmation message per new registrant, none for duplicates");
+    let queued: i64 = s
+        .outbox_counts()
+        .await
+        .unwrap()
+        .iter()
+        .map(|(_, _, n)| n)
+        .sum();
+    assert_eq!(
+        queued, 2,
+        "one confirmation message per new registrant, none for duplicates"
+    );
 }
 
 #[tokio::test]
 async fn confirmation_is_once_and_expires() {
     let (s, _t) = store().await;
-    s.insert_registrations(&[registrant("h1", "c1"), registrant("h2", "c2")], 1).await.unwrap();
-    assert!(matches!(s.confirm_registrant("c1", "m1", 5).await.unwrap(), ConfirmOutcome::Confirmed(_)));
-    assert!(matches!(s.confirm_registrant("c1", "m1b", 6).await.unwrap(), ConfirmOutcome::AlreadyConfirmed(_)));
-    assert_eq!(s.confirm_registrant("c2", "m2", 10_000).await.unwrap(), ConfirmOutcome::Expired);
-    assert_eq!(s.confirm_registrant("nope", "m3", 5).await.unwrap(), ConfirmOutcome::Unknown);
+    s.insert_registrations(&[registrant("h1", "c1"), registrant("h2", "c2")], 1)
+        .await
+        .unwrap();
+    assert!(matches!(
+        s.confirm_registrant("c1", "m1", 5).await.unwrap(),
+        ConfirmOutcome::Confirmed(_)
+    ));
+    assert!(matches!(
+        s.confirm_registrant("c1", "m1b", 6).await.unwrap(),
+        ConfirmOutcome::AlreadyConfirmed(_)
+    ));
+    assert_eq!(
+        s.confirm_registrant("c2", "m2", 10_000).await.unwrap(),
+        ConfirmOutcome::Expired
+    );
+    assert_eq!(
+        s.confirm_registrant("nope", "m3", 5).await.unwrap(),
+        ConfirmOutcome::Unknown
+    );
     let stats = s.stats().await.unwrap();
     assert_eq!((stats.confirmed, stats.waiting), (1, 1));
-    let r = s.registrant_by_token(TokenPurpose::Me, "m1", 7).await.unwrap().unwrap();
+    let r = s
+        .registrant_by_token(TokenPurpose::Me, "m1", 7)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(r.status, "waiting");
     assert_eq!(r.confirmed_at, Some(5));
     assert_eq!(r.availability, vec![(0, 540, 720)]);
-    assert!(s.registrant_by_token(TokenPurpose::Me, "m1", 100_000_000_000).await.unwrap().is_none(), "expired token");
+    assert!(
+        s.registrant_by_token(TokenPurpose::Me, "m1", 100_000_000_000)
+            .await
+            .unwrap()
+            .is_none(),
+        "expired token"
+    );
 }
 
 #[tokio::test]
@@ -80,21 +133,53 @@ async fn claims_are_leases_and_stale_workers_change_nothing() {
     let (s, _t) = store().await;
     s.enqueue_message(&message("r1"), 100).await.unwrap();
     s.enqueue_message(&message("r2"), 100).await.unwrap();
-    let a = s.claim_messages("email", "A", 100, 1_000, 10).await.unwrap();
-    assert_eq!(a.iter().map(|m| m.reference.as_str()).collect::<Vec<_>>(), ["r1", "r2"]);
-    assert!(s.claim_messages("email", "B", 500, 1_000, 10).await.unwrap().is_empty(), "leased to A");
-    assert!(s.claim_messages("sms", "B", 500, 1_000, 10).await.unwrap().is_empty(), "other channel");
+    let a = s
+        .claim_messages("email", "A", 100, 1_000, 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        a.iter().map(|m| m.reference.as_str()).collect::<Vec<_>>(),
+        ["r1", "r2"]
+    );
+    assert!(
+        s.claim_messages("email", "B", 500, 1_000, 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "leased to A"
+    );
+    assert!(
+        s.claim_messages("sms", "B", 500, 1_000, 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "other channel"
+    );
     s.message_sent(a[0].id, "A", 600).await.unwrap();
     // A dies; its lease on r2 runs out and B takes it over with the same reference.
-    let b = s.claim_messages("email", "B", 1_200, 1_000, 10).await.unwrap();
+    let b = s
+        .claim_messages("email", "B", 1_200, 1_000, 10)
+        .await
+        .unwrap();
     assert_eq!(b.len(), 1);
     assert_eq!((b[0].reference.as_str(), b[0].attempts), ("r2", 2));
     // A, late, cannot record anything for r2 any more.
     s.message_failed(a[1].id, "A", 1_300, "late").await.unwrap();
-    s.message_retry(b[0].id, "B", 5_000, "try later").await.unwrap();
-    assert!(s.claim_messages("email", "C", 4_999, 1_000, 10).await.unwrap().is_empty(), "not due yet");
+    s.message_retry(b[0].id, "B", 5_000, "try later")
+        .await
+        .unwrap();
+    assert!(
+        s.claim_messages("email", "C", 4_999, 1_000, 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "not due yet"
+    );
     assert_eq!(s.next_message_due("email").await.unwrap(), Some(5_000));
-    let c = s.claim_messages("email", "C", 5_000, 1_000, 10).await.unwrap();
+    let c = s
+        .claim_messages("email", "C", 5_000, 1_000, 10)
+        .await
+        .unwrap();
     assert_eq!(c[0].reference, "r2");
     s.message_sent(c[0].id, "C", 5_001).await.unwrap();
     let counts = s.outbox_counts().await.unwrap();
@@ -104,40 +189,110 @@ async fn claims_are_leases_and_stale_workers_change_nothing() {
 #[tokio::test]
 async fn withdrawal_erases_and_unsent_messages_are_withdrawn() {
     let (s, _t) = store().await;
-    let out = s.insert_registrations(&[registrant("h1", "c1")], 1).await.unwrap();
-    let InsertOutcome::Created(id) = out[0] else { panic!() };
+    let out = s
+        .insert_registrations(&[registrant("h1", "c1")], 1)
+        .await
+        .unwrap();
+    let InsertOutcome::Created(id) = out[0] else {
+        panic!()
+    };
     s.withdraw_registrant(id, 2).await.unwrap();
     s.withdraw_registrant(id, 3).await.unwrap(); // twice is fine
     let row = s.registrant_raw_row(id).await.unwrap().unwrap();
-    assert!(row.iter().filter(|(c, _)| c != "status" && c != "language").all(|(_, v)| v.is_none()));
-    assert!(s.claim_messages("email", "A", 10, 1_000, 10).await.unwrap().is_empty(), "confirmation not sent after withdrawal");
-    assert_eq!(s.outbox_counts().await.unwrap(), vec![("email".to_string(), "withdrawn".to_string(), 1)]);
+    assert!(
+        row.iter()
+            .filter(|(c, _)| c != "status" && c != "language")
+            .all(|(_, v)| v.is_none())
+    );
+    assert!(
+        s.claim_messages("email", "A", 10, 1_000, 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "confirmation not sent after withdrawal"
+    );
+    assert_eq!(
+        s.outbox_counts().await.unwrap(),
+        vec![("email".to_string(), "withdrawn".to_string(), 1)]
+    );
     // The same national ID may register again.
-    assert!(matches!(s.insert_registrations(&[registrant("h1", "c9")], 4).await.unwrap()[0], InsertOutcome::Created(_)));
+    assert!(matches!(
+        s.insert_registrations(&[registrant("h1", "c9")], 4)
+            .await
+            .unwrap()[0],
+        InsertOutcome::Created(_)
+    ));
 }
 
 #[tokio::test]
 async fn centres_vaccines_stock_users_and_audit() {
     let (s, _t) = store().await;
     let c = s
-        .create_center(&NewCenter { name: "Esch".into(), address: "Bd".into(), postal_code: "4170".into(), time_zone: "Europe/Luxembourg".into() }, "admin:1", 1)
+        .create_center(
+            &NewCenter {
+                name: "Esch".into(),
+                address: "Bd".into(),
+                postal_code: "4170".into(),
+                time_zone: "Europe/Luxembourg".into(),
+            },
+            "admin:1",
+            1,
+        )
         .await
         .unwrap();
-    assert_eq!(s.known_centers(&[c.id, c.id + 100]).await.unwrap(), vec![c.id]);
-    let v = VaccineRecord { code: "AZ".into(), name: "Vaxzevria".into(), min_age: 41, max_age: 120 };
+    assert_eq!(
+        s.known_centers(&[c.id, c.id + 100]).await.unwrap(),
+        vec![c.id]
+    );
+    let v = VaccineRecord {
+        code: "AZ".into(),
+        name: "Vaxzevria".into(),
+        min_age: 41,
+        max_age: 120,
+    };
     s.create_vaccine(&v, "admin:1", 2).await.unwrap();
-    assert!(matches!(s.create_vaccine(&v, "admin:1", 3).await, Err(StoreError::Conflict(_))));
-    s.record_delivery(c.id, "AZ", 300, "admin:1", 4).await.unwrap();
-    s.record_delivery(c.id, "AZ", 200, "admin:1", 5).await.unwrap();
+    assert!(matches!(
+        s.create_vaccine(&v, "admin:1", 3).await,
+        Err(StoreError::Conflict(_))
+    ));
+    s.record_delivery(c.id, "AZ", 300, "admin:1", 4)
+        .await
+        .unwrap();
+    s.record_delivery(c.id, "AZ", 200, "admin:1", 5)
+        .await
+        .unwrap();
     let stock = s.stock(c.id).await.unwrap();
-    assert_eq!((stock[0].on_hand, stock[0].reserved, stock[0].administered), (500, 0, 0));
+    assert_eq!(
+        (stock[0].on_hand, stock[0].reserved, stock[0].administered),
+        (500, 0, 0)
+    );
     assert_eq!(s.stats().await.unwrap().doses_available, 500);
-    let u = NewUser { email: "a@b.lu".into(), password_hash: "h".into(), role: "admin".into(), center_id: None };
+    let u = NewUser {
+        email: "a@b.lu".into(),
+        password_hash: "h".into(),
+        role: "admin".into(),
+        center_id: None,
+    };
     s.create_user(&u, "cli", 6).await.unwrap();
-    assert!(matches!(s.create_user(&u, "cli", 7).await, Err(StoreError::Conflict("user_exists"))));
+    assert!(matches!(
+        s.create_user(&u, "cli", 7).await,
+        Err(StoreError::Conflict("user_exists"))
+    ));
     assert!(s.admin_exists().await.unwrap());
-    assert_eq!(s.user_by_email("a@b.lu").await.unwrap().unwrap().role, "admin");
+    assert_eq!(
+        s.user_by_email("a@b.lu").await.unwrap().unwrap().role,
+        "admin"
+    );
     let trail = s.audit_trail(10).await.unwrap();
     let actions: Vec<&str> = trail.iter().map(|a| a.action.as_str()).collect();
-    assert_eq!(actions, ["user.created", "stock.delivered", "stock.delivered", "vaccine.created", "center.created"]);
+    assert_eq!(
+        actions,
+        [
+            "user.created",
+            "stock.delivered",
+            "stock.delivered",
+            "vaccine.created",
+            "center.created"
+        ]
+    );
 }

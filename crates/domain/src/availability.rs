@@ -39,7 +39,9 @@ impl Weekday {
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|d| d.as_str() == s.trim().to_ascii_lowercase())
+        Self::ALL
+            .into_iter()
+            .find(|d| d.as_str() == s.trim().to_ascii_lowercase())
     }
 
     /// 0 for Monday to 6 for Sunday (the store keeps this).
@@ -67,7 +69,11 @@ impl Slot {
         if from_min >= to_min {
             return Err(FieldError::InvalidTimeRange);
         }
-        Ok(Slot { day, from_min, to_min })
+        Ok(Slot {
+            day,
+            from_min,
+            to_min,
+        })
     }
 
     pub fn from_text(&self) -> String {
@@ -152,7 +158,9 @@ mod tests {
         assert_eq!(parse_hhmm("08:30"), Some(510));
         assert_eq!(parse_hhmm("8:30"), Some(510));
         assert_eq!(parse_hhmm("24:00"), Some(1440));
-        for bad in ["24:01", "25:00", "12:60", "12", "12:5", "ab:cd", "-1:00", ""] {
+        for bad in [
+            "24:01", "25:00", "12:60", "12", "12:5", "ab:cd", "-1:00", "",
+        ] {
             assert_eq!(parse_hhmm(bad), None, "{bad}");
         }
         assert_eq!(fmt_hhmm(510), "08:30");
@@ -161,9 +169,18 @@ mod tests {
     #[test]
     fn slots_need_from_before_to() {
         assert!(Slot::new(Weekday::Mon, "09:00", "12:00").is_ok());
-        assert_eq!(Slot::new(Weekday::Mon, "12:00", "09:00").unwrap_err(), FieldError::InvalidTimeRange);
-        assert_eq!(Slot::new(Weekday::Mon, "12:00", "12:00").unwrap_err(), FieldError::InvalidTimeRange);
-        assert_eq!(Slot::new(Weekday::Mon, "x", "12:00").unwrap_err(), FieldError::InvalidTime);
+        assert_eq!(
+            Slot::new(Weekday::Mon, "12:00", "09:00").unwrap_err(),
+            FieldError::InvalidTimeRange
+        );
+        assert_eq!(
+            Slot::new(Weekday::Mon, "12:00", "12:00").unwrap_err(),
+            FieldError::InvalidTimeRange
+        );
+        assert_eq!(
+            Slot::new(Weekday::Mon, "x", "12:00").unwrap_err(),
+            FieldError::InvalidTime
+        );
     }
 
     #[test]
@@ -181,7 +198,10 @@ mod tests {
         assert!(!a.overlaps(Weekday::Wed, 0, 1440));
         assert!(Availability::any_time().overlaps(Weekday::Sun, 0, 10));
         let too_many = vec![Slot::new(Weekday::Mon, "09:00", "10:00").unwrap(); 51];
-        assert_eq!(Availability::new(too_many).unwrap_err(), FieldError::TooMany(50));
+        assert_eq!(
+            Availability::new(too_many).unwrap_err(),
+            FieldError::TooMany(50)
+        );
     }
 
     proptest! {

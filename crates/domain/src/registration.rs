@@ -183,12 +183,19 @@ impl RegistrationInput {
         let language = parse_language(&self.language);
         let centers = parse_centers(&self.centers);
         let availability = parse_availability(&self.availability);
-        let consent = if self.consent { Ok(()) } else { Err(FieldError::MustAccept) };
+        let consent = if self.consent {
+            Ok(())
+        } else {
+            Err(FieldError::MustAccept)
+        };
 
         check("country", country.map(drop));
         if country.is_ok() {
             // With an unknown country the number cannot be judged; the country error says it all.
-            check("national_id", national_id.as_ref().map(drop).map_err(|e| *e));
+            check(
+                "national_id",
+                national_id.as_ref().map(drop).map_err(|e| *e),
+            );
         }
         check("title", title.map(drop));
         check("first_name", first_name.as_ref().map(drop).map_err(|e| *e));
@@ -197,7 +204,10 @@ impl RegistrationInput {
         check("phone", phone.as_ref().map(drop).map_err(|e| *e));
         check("language", language.map(drop));
         check("centers", centers.as_ref().map(drop).map_err(|e| *e));
-        check("availability", availability.as_ref().map(drop).map_err(|e| *e));
+        check(
+            "availability",
+            availability.as_ref().map(drop).map_err(|e| *e),
+        );
         check("consent", consent);
 
         if !errors.is_empty() {
@@ -232,7 +242,11 @@ mod tests {
             phone: Some("+32 470 12 34 56".into()),
             language: Some("nl".into()),
             centers: vec!["2".into(), "1".into(), "2".into()],
-            availability: vec![RawSlot { day: "mon".into(), from: "09:00".into(), to: "12:00".into() }],
+            availability: vec![RawSlot {
+                day: "mon".into(),
+                from: "09:00".into(),
+                to: "12:00".into(),
+            }],
             consent: true,
             ..Default::default()
         }
@@ -271,7 +285,11 @@ mod tests {
             phone: Some("0470".into()),
             language: Some("es".into()),
             centers: vec!["abc".into()],
-            availability: vec![RawSlot { day: "moon".into(), from: "9".into(), to: "8".into() }],
+            availability: vec![RawSlot {
+                day: "moon".into(),
+                from: "9".into(),
+                to: "8".into(),
+            }],
             consent: false,
             ..Default::default()
         };
@@ -279,7 +297,18 @@ mod tests {
         let fields: Vec<_> = errors.keys().copied().collect();
         assert_eq!(
             fields,
-            vec!["availability", "centers", "consent", "email", "first_name", "language", "last_name", "national_id", "phone", "title"]
+            vec![
+                "availability",
+                "centers",
+                "consent",
+                "email",
+                "first_name",
+                "language",
+                "last_name",
+                "national_id",
+                "phone",
+                "title"
+            ]
         );
         assert_eq!(errors["first_name"], FieldError::TooLong(100));
         assert_eq!(errors["availability"], FieldError::InvalidDay);

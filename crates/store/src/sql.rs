@@ -66,7 +66,9 @@ impl SqlStore {
                 .min_connections(1)
                 .connect_with(opts)
                 .await?;
-            Ok(Self { db: Db::Sqlite(pool) })
+            Ok(Self {
+                db: Db::Sqlite(pool),
+            })
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             let opts = PgConnectOptions::from_str(url)?;
             let pool = PgPoolOptions::new()
@@ -156,13 +158,18 @@ macro_rules! insert_message {
 
 macro_rules! replace_centers {
     ($tx:expr, $id:expr, $centers:expr) => {
-        sqlx::query("DELETE FROM registrant_centers WHERE registrant_id = $1").bind($id).execute(&mut *$tx).await?;
+        sqlx::query("DELETE FROM registrant_centers WHERE registrant_id = $1")
+            .bind($id)
+            .execute(&mut *$tx)
+            .await?;
         for c in $centers {
-            sqlx::query("INSERT INTO registrant_centers (registrant_id, center_id) VALUES ($1, $2)")
-                .bind($id)
-                .bind(*c)
-                .execute(&mut *$tx)
-                .await?;
+            sqlx::query(
+                "INSERT INTO registrant_centers (registrant_id, center_id) VALUES ($1, $2)",
+            )
+            .bind($id)
+            .bind(*c)
+            .execute(&mut *$tx)
+            .await?;
         }
     };
 }
@@ -194,9 +201,13 @@ where
         reference: row.try_get("reference")?,
         channel: row.try_get("channel")?,
         kind: row.try_get("kind")?,
-        recipient: row.try_get::<Option<String>, _>("recipient")?.unwrap_or_default(),
+        recipient: row
+            .try_get::<Option<String>, _>("recipient")?
+            .unwrap_or_default(),
         subject: row.try_get("subject")?,
-        body: row.try_get::<Option<String>, _>("body")?.unwrap_or_default(),
+        body: row
+            .try_get::<Option<String>, _>("body")?
+            .unwrap_or_default(),
         attempts: row.try_get("attempts")?,
     })
 }
@@ -225,7 +236,11 @@ impl Store for SqlStore {
         Ok(())
     }
 
-    async fn insert_registrations(&self, batch: &[NewRegistrant], now: i64) -> Result<Vec<InsertOutcome>> {
+    async fn insert_registrations(
+        &self,
+        batch: &[NewRegistrant],
+        now: i64,
+    ) -> Result<Vec<InsertOutcome>> {
         on_db!(self, |p| {
             let mut tx = p.begin_write().await?;
             let mut out = Vec::with_capacity(batch.len());
@@ -253,7 +268,10 @@ impl Store for SqlStore {
                 };
                 replace_centers!(tx, id, &r.centers);
                 replace_availability!(tx, id, &r.availability);
-                for (hash, purpose, expires) in [(&r.confirm_hash, "confirm", r.confirm_expires_at), (&r.me_hash, "me", r.me_expires_at)] {
+                for (hash, purpose, expires) in [
+                    (&r.confirm_hash, "confirm", r.confirm_expires_at),
+                    (&r.me_hash, "me", r.me_expires_at),
+                ] {
                     sqlx::query("INSERT INTO tokens (hash, purpose, subject_id, created_at, expires_at) VALUES ($1, $2, $3, $4, $5)")
                         .bind(hash)
                         .bind(purpose)
@@ -267,7 +285,15 @@ impl Store for SqlStore {
                     insert_message!(tx, m, Some(id), now);
                 }
                 let detail = format!("{{\"country\":\"{}\"}}", r.country);
-                audit!(tx, now, "public", "registrant.created", "registrant", id, detail);
+                audit!(
+                    tx,
+                    now,
+                    "public",
+                    "registrant.created",
+                    "registrant",
+                    id,
+                    detail
+                );
                 out.push(InsertOutcome::Created(id));
             }
             tx.commit().await?;
@@ -275,20 +301,30 @@ impl Store for SqlStore {
         })
     }
 
-    async fn confirm_registrant(&self, confirm_hash: &str, me_hash: &str, now: i64) -> Result<ConfirmOutcome> {
+    async fn confirm_registrant(
+        &self,
+        confirm_hash: &str,
+        me_hash: &str,
+        now: i64,
+    ) -> Result<ConfirmOutcome> {
         on_db!(self, |p| {
             let mut tx = p.begin_write().await?;
-            let row = sqlx::query("SELECT subject_id, expires_at FROM tokens WHERE hash = $1 AND purpose = 'confirm'")
-                .bind(confirm_hash)
-                .fetch_optional(&mut *tx)
-                .await?;
-            let Some(row) = row else { return Ok(ConfirmOutcome::Unknown) };
+            let row = sqlx::query(
+                "SELECT subject_id, expires_at FROM tokens WHERE hash = $1 AND purpose = 'confirm'",
+            )
+            .bind(confirm_hash)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some(row) = row else {
+                return Ok(ConfirmOutcome::Unknown);
+            };
             let id: i64 = row.try_get(0)?;
             let expires_at: i64 = row.try_get(1)?;
-            let status: Option<String> = sqlx::query_scalar("SELECT status FROM registrants WHERE id = $1")
-                .bind(id)
-                .fetch_optional(&mut *tx)
-                .await?;
+            let status: Option<String> =
+                sqlx::query_scalar("SELECT status FROM registrants WHERE id = $1")
+                    .bind(id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
             match status.as_deref() {
                 None => Ok(ConfirmOutcome::Unknown),
                 Some("unconfirmed") if expires_at <= now => Ok(ConfirmOutcome::Expired),
@@ -305,7 +341,15 @@ impl Store for SqlStore {
                         .bind(now + ME_TOKEN_LIFETIME_MS)
                         .execute(&mut *tx)
                         .await?;
-                    audit!(tx, now, "registrant", "registrant.confirmed", "registrant", id, "{}");
+                    audit!(
+                        tx,
+                        now,
+                        "registrant",
+                        "registrant.confirmed",
+                        "registrant",
+                        id,
+                        "{}"
+                    );
                     tx.commit().await?;
                     Ok(ConfirmOutcome::Confirmed(id))
                 }
@@ -314,7 +358,12 @@ impl Store for SqlStore {
         })
     }
 
-    async fn registrant_by_token(&self, purpose: TokenPurpose, hash: &str, now: i64) -> Result<Option<RegistrantRecord>> {
+    async fn registrant_by_token(
+        &self,
+        purpose: TokenPurpose,
+        hash: &str,
+        now: i64,
+    ) -> Result<Option<RegistrantRecord>> {
         on_db!(self, |p| {
             let mut conn = p.acquire().await?;
             let id: Option<i64> = sqlx::query_scalar("SELECT subject_id FROM tokens WHERE hash = $1 AND purpose = $2 AND expires_at > $3")
@@ -330,24 +379,38 @@ impl Store for SqlStore {
         })
     }
 
-    async fn update_registrant(&self, id: i64, change: &RegistrantChange, now: i64) -> Result<RegistrantRecord> {
+    async fn update_registrant(
+        &self,
+        id: i64,
+        change: &RegistrantChange,
+        now: i64,
+    ) -> Result<RegistrantRecord> {
         on_db!(self, |p| {
             let mut tx = p.begin_write().await?;
-            let status: Option<String> = sqlx::query_scalar("SELECT status FROM registrants WHERE id = $1")
-                .bind(id)
-                .fetch_optional(&mut *tx)
-                .await?;
+            let status: Option<String> =
+                sqlx::query_scalar("SELECT status FROM registrants WHERE id = $1")
+                    .bind(id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
             let status = status.ok_or(StoreError::NotFound)?;
             if status == "withdrawn" {
                 return Err(StoreError::Conflict("withdrawn"));
             }
             let mut changed: Vec<&str> = Vec::new();
             if let Some(lang) = &change.language {
-                sqlx::query("UPDATE registrants SET language = $2 WHERE id = $1").bind(id).bind(lang).execute(&mut *tx).await?;
+                sqlx::query("UPDATE registrants SET language = $2 WHERE id = $1")
+                    .bind(id)
+                    .bind(lang)
+                    .execute(&mut *tx)
+                    .await?;
                 changed.push("language");
             }
             if let Some(phone) = &change.phone {
-                sqlx::query("UPDATE registrants SET phone = $2 WHERE id = $1").bind(id).bind(phone).execute(&mut *tx).await?;
+                sqlx::query("UPDATE registrants SET phone = $2 WHERE id = $1")
+                    .bind(id)
+                    .bind(phone)
+                    .execute(&mut *tx)
+                    .await?;
                 changed.push("phone");
             }
             if let Some(centers) = &change.centers {
@@ -359,9 +422,17 @@ impl Store for SqlStore {
                 changed.push("availability");
             }
             if let Some(paused) = change.paused {
-                let (from, to) = if paused { ("waiting", "paused") } else { ("paused", "waiting") };
+                let (from, to) = if paused {
+                    ("waiting", "paused")
+                } else {
+                    ("paused", "waiting")
+                };
                 if status != from && status != to {
-                    return Err(StoreError::Conflict(if paused { "cannot_pause" } else { "cannot_resume" }));
+                    return Err(StoreError::Conflict(if paused {
+                        "cannot_pause"
+                    } else {
+                        "cannot_resume"
+                    }));
                 }
                 if status == from {
                     sqlx::query("UPDATE registrants SET status = $2, status_changed_at = $3, ignored_invitations = 0 WHERE id = $1")
@@ -375,7 +446,15 @@ impl Store for SqlStore {
             }
             if !changed.is_empty() {
                 let detail = format!("{{\"fields\":{:?}}}", changed);
-                audit!(tx, now, "registrant", "registrant.updated", "registrant", id, detail);
+                audit!(
+                    tx,
+                    now,
+                    "registrant",
+                    "registrant.updated",
+                    "registrant",
+                    id,
+                    detail
+                );
             }
             let record = load_registrant!(tx, id).ok_or(StoreError::NotFound)?;
             tx.commit().await?;
@@ -407,8 +486,19 @@ impl Store for SqlStore {
             .bind(id)
             .execute(&mut *tx)
             .await?;
-            sqlx::query("DELETE FROM tokens WHERE subject_id = $1 AND purpose = 'confirm'").bind(id).execute(&mut *tx).await?;
-            audit!(tx, now, "registrant", "registrant.withdrawn", "registrant", id, "{}");
+            sqlx::query("DELETE FROM tokens WHERE subject_id = $1 AND purpose = 'confirm'")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            audit!(
+                tx,
+                now,
+                "registrant",
+                "registrant.withdrawn",
+                "registrant",
+                id,
+                "{}"
+            );
             tx.commit().await?;
             Ok(())
         })
@@ -416,7 +506,17 @@ impl Store for SqlStore {
 
     async fn registrant_raw_row(&self, id: i64) -> Result<Option<Vec<(String, Option<String>)>>> {
         // Every personal column as text, for erasure checks and data export.
-        const COLS: [&str; 9] = ["nid_hash", "birth_ymd", "title", "first_name", "last_name", "email", "phone", "status", "language"];
+        const COLS: [&str; 9] = [
+            "nid_hash",
+            "birth_ymd",
+            "title",
+            "first_name",
+            "last_name",
+            "email",
+            "phone",
+            "status",
+            "language",
+        ];
         on_db!(self, |p| {
             let row = sqlx::query(
                 "SELECT nid_hash, CAST(birth_ymd AS TEXT) AS birth_ymd, title, first_name, last_name, email, phone, status, language FROM registrants WHERE id = $1",
@@ -458,9 +558,11 @@ impl Store for SqlStore {
                     _ => {}
                 }
             }
-            s.doses_available = sqlx::query_scalar("SELECT CAST(COALESCE(SUM(on_hand - reserved), 0) AS BIGINT) FROM stock")
-                .fetch_one(p)
-                .await?;
+            s.doses_available = sqlx::query_scalar(
+                "SELECT CAST(COALESCE(SUM(on_hand - reserved), 0) AS BIGINT) FROM stock",
+            )
+            .fetch_one(p)
+            .await?;
             Ok(s)
         })
     }
@@ -474,7 +576,14 @@ impl Store for SqlStore {
         })
     }
 
-    async fn claim_messages(&self, channel: &str, worker: &str, now: i64, lease_ms: i64, limit: i64) -> Result<Vec<OutboxMessage>> {
+    async fn claim_messages(
+        &self,
+        channel: &str,
+        worker: &str,
+        now: i64,
+        lease_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<OutboxMessage>> {
         on_db!(self, |p| {
             let mut tx = p.begin_write().await?;
             let rows = sqlx::query(p.claim_sql())
@@ -486,7 +595,10 @@ impl Store for SqlStore {
                 .fetch_all(&mut *tx)
                 .await?;
             tx.commit().await?;
-            let mut out = rows.iter().map(outbox_from_row).collect::<Result<Vec<_>>>()?;
+            let mut out = rows
+                .iter()
+                .map(outbox_from_row)
+                .collect::<Result<Vec<_>>>()?;
             out.sort_by_key(|m| m.id);
             Ok(out)
         })
@@ -513,7 +625,13 @@ impl Store for SqlStore {
         })
     }
 
-    async fn message_retry(&self, id: i64, worker: &str, next_attempt_at: i64, error: &str) -> Result<()> {
+    async fn message_retry(
+        &self,
+        id: i64,
+        worker: &str,
+        next_attempt_at: i64,
+        error: &str,
+    ) -> Result<()> {
         on_db!(self, |p| {
             sqlx::query(
                 "UPDATE outbox SET status = 'queued', next_attempt_at = $3, last_error = $4, claimed_by = NULL, claimed_until = NULL \
@@ -587,13 +705,23 @@ impl Store for SqlStore {
                 .await?;
             audit!(tx, now, actor, "center.created", "center", id, "{}");
             tx.commit().await?;
-            Ok(CenterRecord { id, name: c.name.clone(), address: c.address.clone(), postal_code: c.postal_code.clone(), time_zone: c.time_zone.clone() })
+            Ok(CenterRecord {
+                id,
+                name: c.name.clone(),
+                address: c.address.clone(),
+                postal_code: c.postal_code.clone(),
+                time_zone: c.time_zone.clone(),
+            })
         })
     }
 
     async fn list_centers(&self) -> Result<Vec<CenterRecord>> {
         on_db!(self, |p| {
-            let rows = sqlx::query("SELECT id, name, address, postal_code, time_zone FROM centers ORDER BY name, id").fetch_all(p).await?;
+            let rows = sqlx::query(
+                "SELECT id, name, address, postal_code, time_zone FROM centers ORDER BY name, id",
+            )
+            .fetch_all(p)
+            .await?;
             rows.iter()
                 .map(|r| {
                     Ok(CenterRecord {
@@ -612,7 +740,10 @@ impl Store for SqlStore {
         let mut known = Vec::with_capacity(ids.len());
         on_db!(self, |p| {
             for id in ids {
-                let hit: Option<i64> = sqlx::query_scalar("SELECT id FROM centers WHERE id = $1").bind(*id).fetch_optional(p).await?;
+                let hit: Option<i64> = sqlx::query_scalar("SELECT id FROM centers WHERE id = $1")
+                    .bind(*id)
+                    .fetch_optional(p)
+                    .await?;
                 known.extend(hit);
             }
         });
@@ -642,14 +773,31 @@ impl Store for SqlStore {
 
     async fn list_vaccines(&self) -> Result<Vec<VaccineRecord>> {
         on_db!(self, |p| {
-            let rows = sqlx::query("SELECT code, name, min_age, max_age FROM vaccines ORDER BY code").fetch_all(p).await?;
+            let rows =
+                sqlx::query("SELECT code, name, min_age, max_age FROM vaccines ORDER BY code")
+                    .fetch_all(p)
+                    .await?;
             rows.iter()
-                .map(|r| Ok(VaccineRecord { code: r.try_get(0)?, name: r.try_get(1)?, min_age: r.try_get(2)?, max_age: r.try_get(3)? }))
+                .map(|r| {
+                    Ok(VaccineRecord {
+                        code: r.try_get(0)?,
+                        name: r.try_get(1)?,
+                        min_age: r.try_get(2)?,
+                        max_age: r.try_get(3)?,
+                    })
+                })
                 .collect()
         })
     }
 
-    async fn record_delivery(&self, center_id: i64, vaccine: &str, doses: i64, actor: &str, now: i64) -> Result<()> {
+    async fn record_delivery(
+        &self,
+        center_id: i64,
+        vaccine: &str,
+        doses: i64,
+        actor: &str,
+        now: i64,
+    ) -> Result<()> {
         on_db!(self, |p| {
             let mut tx = p.begin_write().await?;
             sqlx::query(
@@ -670,7 +818,15 @@ impl Store for SqlStore {
                 .execute(&mut *tx)
                 .await?;
             let detail = format!("{{\"vaccine\":{:?},\"doses\":{}}}", vaccine, doses);
-            audit!(tx, now, actor, "stock.delivered", "center", center_id, detail);
+            audit!(
+                tx,
+                now,
+                actor,
+                "stock.delivered",
+                "center",
+                center_id,
+                detail
+            );
             tx.commit().await?;
             Ok(())
         })
@@ -683,7 +839,14 @@ impl Store for SqlStore {
                 .fetch_all(p)
                 .await?;
             rows.iter()
-                .map(|r| Ok(StockRecord { vaccine: r.try_get(0)?, on_hand: r.try_get(1)?, reserved: r.try_get(2)?, administered: r.try_get(3)? }))
+                .map(|r| {
+                    Ok(StockRecord {
+                        vaccine: r.try_get(0)?,
+                        on_hand: r.try_get(1)?,
+                        reserved: r.try_get(2)?,
+                        administered: r.try_get(3)?,
+                    })
+                })
                 .collect()
         })
     }
@@ -717,7 +880,13 @@ impl Store for SqlStore {
                 .fetch_optional(p)
                 .await?;
             row.map(|r| {
-                Ok(UserRecord { id: r.try_get(0)?, email: r.try_get(1)?, password_hash: r.try_get(2)?, role: r.try_get(3)?, center_id: r.try_get(4)? })
+                Ok(UserRecord {
+                    id: r.try_get(0)?,
+                    email: r.try_get(1)?,
+                    password_hash: r.try_get(2)?,
+                    role: r.try_get(3)?,
+                    center_id: r.try_get(4)?,
+                })
             })
             .transpose()
         })
@@ -725,7 +894,10 @@ impl Store for SqlStore {
 
     async fn admin_exists(&self) -> Result<bool> {
         on_db!(self, |p| {
-            let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM staff_users WHERE role = 'admin'").fetch_one(p).await?;
+            let n: i64 =
+                sqlx::query_scalar("SELECT COUNT(*) FROM staff_users WHERE role = 'admin'")
+                    .fetch_one(p)
+                    .await?;
             Ok(n > 0)
         })
     }
