@@ -236,7 +236,7 @@ pub async fn seed(
         batch.push(NewRegistrant {
             nid_hash: national_id_hash(&config.secret, &id.canonical()),
             country: country.as_str().into(),
-            birth_ymd: i64::from(id.birth().to_ymd()),
+            birth_ymd: id.birth().latest_ymd(),
             title: None,
             first_name: first.into(),
             last_name: last.into(),

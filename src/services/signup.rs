@@ -184,7 +184,7 @@ fn prepare(state: &AppState, reg: &NewRegistration) -> NewRegistrant {
     NewRegistrant {
         nid_hash: national_id_hash(&state.config.secret, &reg.national_id.canonical()),
         country: reg.national_id.country().as_str().into(),
-        birth_ymd: i64::from(reg.national_id.birth().to_ymd()),
+        birth_ymd: reg.national_id.birth().latest_ymd(),
         title: reg.title.map(|t| t.as_str().to_string()),
         first_name: reg.first_name.as_str().into(),
         last_name: reg.last_name.as_str().into(),

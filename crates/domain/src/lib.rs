@@ -7,6 +7,7 @@
 pub mod availability;
 pub mod clock;
 pub mod contact;
+pub mod invitation;
 pub mod national_id;
 pub mod registration;
 pub mod status;
@@ -14,6 +15,7 @@ pub mod status;
 pub use availability::{Availability, Slot, Weekday};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use contact::{Email, Language, PersonName, Phone, Title};
+pub use invitation::{InvitationEvent, InvitationStatus};
 pub use national_id::{BirthDate, Country, NationalId, NationalIdError};
 pub use registration::{FieldError, FieldErrors, NewRegistration, RegistrationInput};
 pub use status::RegistrantStatus;

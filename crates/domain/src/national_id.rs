@@ -52,6 +52,15 @@ impl BirthDate {
             + i32::from(self.day.unwrap_or(0))
     }
 
+    /// YYYYMMDD with unknown parts taken as the latest possible (12, 31):
+    /// the form the store keeps, so age checks never take anyone for older
+    /// than they are.
+    pub fn latest_ymd(self) -> i64 {
+        i64::from(self.year) * 10_000
+            + i64::from(self.month.unwrap_or(12)) * 100
+            + i64::from(self.day.unwrap_or(31))
+    }
+
     pub fn from_ymd(v: i32) -> Option<Self> {
         let year = i16::try_from(v / 10_000).ok()?;
         let month = i8::try_from((v / 100) % 100).ok()?;

@@ -6,6 +6,11 @@ pub(crate) trait Dialect {
     type Db: sqlx::Database;
     /// Claims due messages of one channel for one worker.
     const CLAIM_MESSAGES: &'static str;
+    /// Reads an offer and keeps other processes off it until commit.
+    const LOCK_OFFER: &'static str;
+    fn lock_offer_sql(&self) -> &'static str {
+        Self::LOCK_OFFER
+    }
     fn claim_sql(&self) -> &'static str {
         Self::CLAIM_MESSAGES
     }
@@ -30,6 +35,9 @@ macro_rules! claim_sql {
 impl Dialect for SqlitePool {
     type Db = Sqlite;
     const CLAIM_MESSAGES: &'static str = claim_sql!("");
+    // BEGIN IMMEDIATE already holds the database's one write lock.
+    const LOCK_OFFER: &'static str =
+        "SELECT status, doses, booked, center_id, response_ms FROM offers WHERE id = $1";
     async fn begin_write(&self) -> Result<Transaction<'static, Sqlite>, sqlx::Error> {
         self.begin_with("BEGIN IMMEDIATE").await
     }
@@ -38,6 +46,8 @@ impl Dialect for SqlitePool {
 impl Dialect for PgPool {
     type Db = Postgres;
     const CLAIM_MESSAGES: &'static str = claim_sql!("FOR UPDATE SKIP LOCKED");
+    const LOCK_OFFER: &'static str =
+        "SELECT status, doses, booked, center_id, response_ms FROM offers WHERE id = $1 FOR UPDATE";
     async fn begin_write(&self) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
         self.begin().await
     }

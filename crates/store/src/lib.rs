@@ -4,9 +4,13 @@
 //! in [`dialect`] and only where the engines really differ (claiming work,
 //! starting a write transaction).
 
+#[macro_use]
+mod macros;
 mod dialect;
 mod records;
 mod sql;
+mod sql_engine;
+mod sql_staff;
 
 pub use records::*;
 pub use sql::{ME_TOKEN_LIFETIME_MS, SqlStore};
@@ -31,8 +35,104 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 /// Everything Standby keeps. Each method that changes state is one
 /// transaction and writes its audit record in that same transaction.
+/// Staff accounts, sessions, throttling and stock adjustments.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait StaffStore: Send + Sync {
+    async fn center(&self, id: i64) -> Result<Option<CenterRecord>>;
+    async fn create_token(
+        &self,
+        hash: &str,
+        purpose: TokenPurpose,
+        user_id: i64,
+        csrf: Option<&str>,
+        now: i64,
+        expires_at: i64,
+    ) -> Result<()>;
+    async fn staff_by_token(
+        &self,
+        hash: &str,
+        purpose: TokenPurpose,
+        now: i64,
+    ) -> Result<Option<StaffSession>>;
+    async fn delete_token(&self, hash: &str) -> Result<()>;
+    /// Counts one hit in `key`'s current window; `false` once over `limit`.
+    async fn throttle_hit(&self, key: &str, window_ms: i64, limit: i64, now: i64) -> Result<bool>;
+    /// Takes doses out of the unreserved stock (`wasted` or `returned`).
+    async fn adjust_stock(
+        &self,
+        center_id: i64,
+        vaccine: &str,
+        kind: &str,
+        doses: i64,
+        actor: &str,
+        now: i64,
+    ) -> Result<()>;
+    async fn list_users(&self) -> Result<Vec<UserSummary>>;
+}
+
+/// Offers, invitations and appointments: the invitation engine's state.
+#[async_trait]
+pub trait EngineStore: Send + Sync {
+    /// Reserves the doses from unreserved stock; `Conflict("insufficient_stock")` otherwise.
+    async fn create_offer(&self, o: &NewOffer, actor: &str, now: i64) -> Result<OfferRecord>;
+    async fn offer(&self, id: i64) -> Result<Option<(OfferRecord, InvitationCounts)>>;
+    async fn offers_of_center(
+        &self,
+        center_id: i64,
+        since: i64,
+    ) -> Result<Vec<(OfferRecord, InvitationCounts)>>;
+    async fn open_offers(&self) -> Result<Vec<i64>>;
+    async fn wave_state(&self, offer_id: i64, since: i64) -> Result<Option<WaveState>>;
+    async fn candidates(&self, q: &CandidateQuery) -> Result<Vec<Candidate>>;
+    /// Stores invitations while the offer, locked, still wants them (recounted
+    /// under the lock with `factor`); returns how many were stored.
+    async fn insert_invitations(
+        &self,
+        offer_id: i64,
+        factor: f64,
+        invitations: &[NewInvitation],
+        now: i64,
+    ) -> Result<i64>;
+    async fn invitation_by_token(&self, hash: &str) -> Result<Option<InvitationRecord>>;
+    async fn accept_invitation(
+        &self,
+        hash: &str,
+        now: i64,
+        render: Renderer<'_, AppointmentRecord>,
+    ) -> Result<AcceptOutcome>;
+    async fn decline_invitation(&self, hash: &str, now: i64) -> Result<DeclineOutcome>;
+    /// Expires handed-over invitations past their deadline; returns how many.
+    async fn expire_invitations(
+        &self,
+        now: i64,
+        limit: i64,
+        render: Renderer<'_, ()>,
+    ) -> Result<i64>;
+    async fn close_offer(&self, id: i64, actor: &str, now: i64) -> Result<OfferRecord>;
+    async fn appointments(
+        &self,
+        center_id: i64,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<AppointmentRecord>>;
+    async fn find_appointments(
+        &self,
+        center_id: i64,
+        nid_hash: Option<&str>,
+        name: Option<&str>,
+    ) -> Result<Vec<AppointmentRecord>>;
+    async fn appointment(&self, id: i64) -> Result<Option<AppointmentRecord>>;
+    async fn set_appointment_status(
+        &self,
+        id: i64,
+        status: &str,
+        actor: &str,
+        now: i64,
+    ) -> Result<AppointmentRecord>;
+}
+
+#[async_trait]
+pub trait Store: StaffStore + EngineStore + Send + Sync + 'static {
     fn backend(&self) -> Backend;
     async fn migrate(&self) -> Result<()>;
     async fn ping(&self) -> Result<()>;

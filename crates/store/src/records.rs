@@ -208,3 +208,173 @@ pub struct AuditRecord {
     pub subject_id: String,
     pub detail: String,
 }
+
+/// A signed-in staff member, from a session or API token.
+#[derive(Debug, Clone)]
+pub struct StaffSession {
+    pub user_id: i64,
+    pub email: String,
+    pub role: String,
+    pub center_id: Option<i64>,
+    pub csrf: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewOffer {
+    pub center_id: i64,
+    pub vaccine: String,
+    pub doses: i64,
+    pub starts_at: i64,
+    pub ends_at: i64,
+    pub response_ms: i64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct OfferRecord {
+    pub id: i64,
+    pub center_id: i64,
+    pub vaccine: String,
+    pub doses: i64,
+    pub booked: i64,
+    pub starts_at: i64,
+    pub ends_at: i64,
+    pub response_ms: i64,
+    pub status: String,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct InvitationCounts {
+    pub queued: i64,
+    pub sent: i64,
+    pub accepted: i64,
+    pub declined: i64,
+    pub expired: i64,
+    pub undeliverable: i64,
+    pub withdrawn: i64,
+}
+
+/// What the wave engine needs to size the next wave of one offer.
+#[derive(Debug, Clone)]
+pub struct WaveState {
+    pub offer: OfferRecord,
+    pub counts: InvitationCounts,
+    /// Queued invitations none of whose messages has failed yet.
+    pub pending: i64,
+    /// Recent answers at this centre: (accepted, accepted + declined + expired).
+    pub recent_accepted: i64,
+    pub recent_answered: i64,
+}
+
+/// Who may be invited, and how to reach them.
+#[derive(Clone)]
+pub struct Candidate {
+    pub registrant_id: i64,
+    pub language: String,
+    pub first_name: String,
+    pub email: String,
+    pub phone: Option<String>,
+}
+
+/// How the wave engine looks for candidates.
+#[derive(Debug, Clone)]
+pub struct CandidateQuery {
+    pub offer_id: i64,
+    pub center_id: i64,
+    pub today_ymd: i64,
+    /// `birth_lo < birth_ymd <= birth_hi`
+    pub birth_lo: i64,
+    pub birth_hi: i64,
+    /// Per weekday (Monday first) the minutes of the offer window, (0, 0) for none.
+    pub windows: [(i16, i16); 7],
+    pub limit: i64,
+}
+
+/// An invitation ready to store with its messages (already rendered).
+#[derive(Clone)]
+pub struct NewInvitation {
+    pub registrant_id: i64,
+    pub token_hash: String,
+    pub me_token_hash: String,
+    pub messages: Vec<NewMessage>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct InvitationRecord {
+    pub id: i64,
+    pub offer_id: i64,
+    pub registrant_id: i64,
+    pub status: String,
+    pub center_id: i64,
+    pub center_name: String,
+    pub center_address: String,
+    pub time_zone: String,
+    pub starts_at: i64,
+    pub ends_at: i64,
+    pub expires_at: Option<i64>,
+    pub language: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AppointmentRecord {
+    pub id: i64,
+    pub offer_id: i64,
+    pub registrant_id: i64,
+    pub center_id: i64,
+    pub vaccine: String,
+    pub starts_at: i64,
+    pub ends_at: i64,
+    pub status: String,
+    #[serde(skip)]
+    pub first_name: Option<String>,
+    #[serde(skip)]
+    pub last_name: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub enum AcceptOutcome {
+    Booked(AppointmentRecord),
+    /// The doses are gone: the person keeps their place.
+    OfferFilled,
+    Expired,
+    /// Already answered: the status it has.
+    Answered(String),
+    Unknown,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeclineOutcome {
+    Declined,
+    Expired,
+    Answered(String),
+    Unknown,
+}
+
+/// Contact details handed to a message renderer inside a transaction.
+#[derive(Clone)]
+pub struct Contact {
+    pub registrant_id: i64,
+    pub language: String,
+    pub first_name: String,
+    pub email: Option<String>,
+    pub phone: Option<String>,
+}
+
+/// Messages a state change calls for, with the hash of the fresh
+/// self-service token their links carry.
+#[derive(Clone)]
+pub struct Rendered {
+    pub messages: Vec<NewMessage>,
+    pub me_token_hash: String,
+}
+
+/// Renders those messages inside the change's transaction.
+pub type Renderer<'a, T> = &'a (dyn Fn(&Contact, &T) -> Rendered + Sync);
+
+#[derive(Debug, Clone, Serialize)]
+pub struct UserSummary {
+    pub id: i64,
+    pub email: String,
+    pub role: String,
+    pub center_id: Option<i64>,
+}

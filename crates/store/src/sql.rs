@@ -11,7 +11,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 #[derive(Clone)]
-enum Db {
+pub(crate) enum Db {
     Sqlite(SqlitePool),
     Pg(PgPool),
 }
@@ -19,33 +19,7 @@ enum Db {
 /// Standby's store over SQLite or PostgreSQL.
 #[derive(Clone)]
 pub struct SqlStore {
-    db: Db,
-}
-
-/// Runs the same code, and so the same SQL, on whichever pool is configured.
-macro_rules! on_db {
-    ($self:expr, |$pool:ident| $body:expr) => {
-        match &$self.db {
-            Db::Sqlite($pool) => $body,
-            Db::Pg($pool) => $body,
-        }
-    };
-}
-
-const AUDIT: &str = "INSERT INTO audit_log (at, actor, action, subject_type, subject_id, detail) VALUES ($1, $2, $3, $4, $5, $6)";
-
-macro_rules! audit {
-    ($tx:expr, $now:expr, $actor:expr, $action:expr, $stype:expr, $sid:expr, $detail:expr) => {
-        sqlx::query(AUDIT)
-            .bind($now)
-            .bind($actor)
-            .bind($action)
-            .bind($stype)
-            .bind($sid.to_string())
-            .bind($detail)
-            .execute(&mut *$tx)
-            .await?
-    };
+    pub(crate) db: Db,
 }
 
 const SELECT_REGISTRANT: &str = "SELECT id, status, language, title, first_name, last_name, email, phone, created_at, confirmed_at FROM registrants WHERE id = $1";
@@ -135,25 +109,6 @@ macro_rules! load_registrant {
             }
         }
     }};
-}
-
-macro_rules! insert_message {
-    ($tx:expr, $m:expr, $registrant:expr, $now:expr) => {
-        sqlx::query(
-            "INSERT INTO outbox (reference, channel, kind, registrant_id, recipient, subject, body, status, next_attempt_at, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, 'queued', $8, $8)",
-        )
-        .bind(&$m.reference)
-        .bind(&$m.channel)
-        .bind(&$m.kind)
-        .bind($registrant)
-        .bind(&$m.recipient)
-        .bind(&$m.subject)
-        .bind(&$m.body)
-        .bind($now)
-        .execute(&mut *$tx)
-        .await?
-    };
 }
 
 macro_rules! replace_centers {
@@ -607,18 +562,40 @@ impl Store for SqlStore {
     async fn message_sent(&self, id: i64, worker: &str, now: i64) -> Result<()> {
         on_db!(self, |p| {
             let mut tx = p.begin_write().await?;
-            let n = sqlx::query(
+            let invitation: Option<Option<i64>> = sqlx::query_scalar(
                 "UPDATE outbox SET status = 'sent', sent_at = $3, body = NULL, recipient = NULL, claimed_by = NULL, claimed_until = NULL \
-                 WHERE id = $1 AND claimed_by = $2 AND status = 'sending'",
+                 WHERE id = $1 AND claimed_by = $2 AND status = 'sending' RETURNING invitation_id",
             )
             .bind(id)
             .bind(worker)
             .bind(now)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if n == 1 {
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some(invitation) = invitation {
                 audit!(tx, now, "dispatcher", "message.sent", "message", id, "{}");
+                if let Some(inv) = invitation {
+                    // The first message handed over starts the response window.
+                    let started = sqlx::query(
+                        "UPDATE invitations SET status = 'sent', sent_at = $2, expires_at = $2 + (SELECT response_ms FROM offers WHERE offers.id = invitations.offer_id) \
+                         WHERE id = $1 AND status = 'queued'",
+                    )
+                    .bind(inv)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                    if started == 1 {
+                        audit!(
+                            tx,
+                            now,
+                            "dispatcher",
+                            "invitation.handed_over",
+                            "invitation",
+                            inv,
+                            "{}"
+                        );
+                    }
+                }
             }
             tx.commit().await?;
             Ok(())
@@ -650,18 +627,49 @@ impl Store for SqlStore {
     async fn message_failed(&self, id: i64, worker: &str, now: i64, error: &str) -> Result<()> {
         on_db!(self, |p| {
             let mut tx = p.begin_write().await?;
-            let n = sqlx::query(
-                "UPDATE outbox SET status = 'failed', last_error = $3, body = NULL, claimed_by = NULL, claimed_until = NULL \
-                 WHERE id = $1 AND claimed_by = $2 AND status = 'sending'",
+            let invitation: Option<Option<i64>> = sqlx::query_scalar(
+                "UPDATE outbox SET status = 'failed', last_error = $3, body = NULL, recipient = NULL, claimed_by = NULL, claimed_until = NULL \
+                 WHERE id = $1 AND claimed_by = $2 AND status = 'sending' RETURNING invitation_id",
             )
             .bind(id)
             .bind(worker)
             .bind(error)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if n == 1 {
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some(invitation) = invitation {
                 audit!(tx, now, "dispatcher", "message.failed", "message", id, "{}");
+                if let Some(inv) = invitation {
+                    let alive: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE invitation_id = $1 AND status IN ('queued', 'sending', 'sent')")
+                        .bind(inv)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                    if alive == 0 {
+                        // No channel could hand it over: no penalty, the person keeps their place.
+                        let reg: Option<i64> = sqlx::query_scalar(
+                            "UPDATE invitations SET status = 'undeliverable', answered_at = $2 WHERE id = $1 AND status = 'queued' RETURNING registrant_id",
+                        )
+                        .bind(inv)
+                        .bind(now)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                        if let Some(reg) = reg {
+                            sqlx::query("UPDATE registrants SET status = 'waiting', status_changed_at = $2 WHERE id = $1 AND status = 'invited'")
+                                .bind(reg)
+                                .bind(now)
+                                .execute(&mut *tx)
+                                .await?;
+                            audit!(
+                                tx,
+                                now,
+                                "dispatcher",
+                                "invitation.undeliverable",
+                                "invitation",
+                                inv,
+                                "{}"
+                            );
+                        }
+                    }
+                }
             }
             tx.commit().await?;
             Ok(())

@@ -1,0 +1,855 @@
+//! [`EngineStore`] over either pool: offers, invitations, appointments.
+//!
+//! Guarantees enforced here, in the database, whatever the number of
+//! processes: bookings never exceed doses (a conditional `UPDATE` of
+//! `offers.booked`), one open invitation per person (a partial unique index),
+//! the response window starts at hand-over (set by `message_sent`), and
+//! every change writes its audit record and messages in the same transaction.
+
+use crate::dialect::Dialect;
+use crate::records::*;
+use crate::sql::{Db, SqlStore};
+use crate::{EngineStore, Result, StoreError};
+use async_trait::async_trait;
+use sqlx::Row;
+use standby_domain::invitation::invitations_to_create;
+
+const OFFER_COLUMNS: &str =
+    "id, center_id, vaccine, doses, booked, starts_at, ends_at, response_ms, status, created_at";
+
+const APPOINTMENT_SELECT: &str = "SELECT a.id, a.offer_id, a.registrant_id, a.center_id, a.vaccine, a.starts_at, a.ends_at, a.status, r.first_name, r.last_name \
+     FROM appointments a JOIN registrants r ON r.id = a.registrant_id";
+
+macro_rules! offer_from_row {
+    ($r:expr) => {
+        OfferRecord {
+            id: $r.try_get("id")?,
+            center_id: $r.try_get("center_id")?,
+            vaccine: $r.try_get("vaccine")?,
+            doses: $r.try_get("doses")?,
+            booked: $r.try_get("booked")?,
+            starts_at: $r.try_get("starts_at")?,
+            ends_at: $r.try_get("ends_at")?,
+            response_ms: $r.try_get("response_ms")?,
+            status: $r.try_get("status")?,
+            created_at: $r.try_get("created_at")?,
+        }
+    };
+}
+
+macro_rules! appointment_from_row {
+    ($r:expr) => {
+        AppointmentRecord {
+            id: $r.try_get(0)?,
+            offer_id: $r.try_get(1)?,
+            registrant_id: $r.try_get(2)?,
+            center_id: $r.try_get(3)?,
+            vaccine: $r.try_get(4)?,
+            starts_at: $r.try_get(5)?,
+            ends_at: $r.try_get(6)?,
+            status: $r.try_get(7)?,
+            first_name: $r.try_get(8)?,
+            last_name: $r.try_get(9)?,
+        }
+    };
+}
+
+macro_rules! invitation_counts {
+    ($conn:expr, $offer:expr) => {{
+        let rows = sqlx::query(
+            "SELECT status, COUNT(*) FROM invitations WHERE offer_id = $1 GROUP BY status",
+        )
+        .bind($offer)
+        .fetch_all(&mut *$conn)
+        .await?;
+        let mut c = InvitationCounts::default();
+        for r in rows {
+            let status: String = r.try_get(0)?;
+            let n: i64 = r.try_get(1)?;
+            match status.as_str() {
+                "queued" => c.queued = n,
+                "sent" => c.sent = n,
+                "accepted" => c.accepted = n,
+                "declined" => c.declined = n,
+                "expired" => c.expired = n,
+                "undeliverable" => c.undeliverable = n,
+                "withdrawn" => c.withdrawn = n,
+                _ => {}
+            }
+        }
+        c
+    }};
+}
+
+/// Queued invitations of an offer none of whose messages has failed a try yet.
+const PENDING: &str = "SELECT COUNT(*) FROM invitations i WHERE i.offer_id = $1 AND i.status = 'queued' \
+     AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.invitation_id = i.id AND (o.last_error IS NOT NULL OR o.status = 'failed'))";
+
+macro_rules! contact {
+    ($conn:expr, $id:expr) => {{
+        let r = sqlx::query(
+            "SELECT id, language, first_name, email, phone FROM registrants WHERE id = $1",
+        )
+        .bind($id)
+        .fetch_one(&mut *$conn)
+        .await?;
+        Contact {
+            registrant_id: r.try_get(0)?,
+            language: r.try_get(1)?,
+            first_name: r.try_get::<Option<String>, _>(2)?.unwrap_or_default(),
+            email: r.try_get(3)?,
+            phone: r.try_get(4)?,
+        }
+    }};
+}
+
+macro_rules! store_rendered {
+    ($tx:expr, $rendered:expr, $registrant:expr, $now:expr) => {
+        sqlx::query("INSERT INTO tokens (hash, purpose, subject_id, created_at, expires_at) VALUES ($1, 'me', $2, $3, $4)")
+            .bind(&$rendered.me_token_hash)
+            .bind($registrant)
+            .bind($now)
+            .bind($now + crate::sql::ME_TOKEN_LIFETIME_MS)
+            .execute(&mut *$tx)
+            .await?;
+        for m in &$rendered.messages {
+            insert_message!($tx, m, Some($registrant), $now);
+        }
+    };
+}
+
+/// Ends an offer (filled or closed): open invitations are withdrawn, their
+/// unsent messages withdrawn unsent, and their people go back to the list
+/// with no penalty.
+macro_rules! end_offer {
+    ($tx:expr, $offer:expr, $status:expr, $now:expr) => {
+        sqlx::query("UPDATE offers SET status = $2, closed_at = $3 WHERE id = $1 AND status = 'open'").bind($offer).bind($status).bind($now).execute(&mut *$tx).await?;
+        sqlx::query(
+            "UPDATE registrants SET status = 'waiting', status_changed_at = $2 WHERE status = 'invited' AND id IN \
+             (SELECT registrant_id FROM invitations WHERE offer_id = $1 AND status IN ('queued', 'sent'))",
+        )
+        .bind($offer)
+        .bind($now)
+        .execute(&mut *$tx)
+        .await?;
+        sqlx::query(
+            "UPDATE outbox SET status = 'withdrawn', body = NULL, recipient = NULL WHERE status IN ('queued', 'sending') AND invitation_id IN \
+             (SELECT id FROM invitations WHERE offer_id = $1 AND status IN ('queued', 'sent'))",
+        )
+        .bind($offer)
+        .execute(&mut *$tx)
+        .await?;
+        sqlx::query("UPDATE invitations SET status = 'withdrawn', answered_at = $2 WHERE offer_id = $1 AND status IN ('queued', 'sent')")
+            .bind($offer)
+            .bind($now)
+            .execute(&mut *$tx)
+            .await?;
+    };
+}
+
+/// Gives the unbooked doses of an ended offer back to the free stock.
+macro_rules! release_unbooked {
+    ($tx:expr, $offer:expr, $actor:expr, $now:expr) => {{
+        let r = sqlx::query("SELECT center_id, vaccine, doses - booked FROM offers WHERE id = $1").bind($offer).fetch_one(&mut *$tx).await?;
+        let (center, vaccine, left): (i64, String, i64) = (r.try_get(0)?, r.try_get(1)?, r.try_get(2)?);
+        if left > 0 {
+            sqlx::query("UPDATE stock SET reserved = reserved - $3 WHERE center_id = $1 AND vaccine = $2").bind(center).bind(&vaccine).bind(left).execute(&mut *$tx).await?;
+            sqlx::query("INSERT INTO stock_ledger (center_id, vaccine, kind, doses, actor, at) VALUES ($1, $2, 'released', $3, $4, $5)")
+                .bind(center)
+                .bind(&vaccine)
+                .bind(left)
+                .bind($actor)
+                .bind($now)
+                .execute(&mut *$tx)
+                .await?;
+        }
+    }};
+}
+
+#[async_trait]
+impl EngineStore for SqlStore {
+    async fn create_offer(&self, o: &NewOffer, actor: &str, now: i64) -> Result<OfferRecord> {
+        on_db!(self, |p| {
+            let mut tx = p.begin_write().await?;
+            let n = sqlx::query("UPDATE stock SET reserved = reserved + $3 WHERE center_id = $1 AND vaccine = $2 AND on_hand - reserved >= $3")
+                .bind(o.center_id)
+                .bind(&o.vaccine)
+                .bind(o.doses)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            if n == 0 {
+                return Err(StoreError::Conflict("insufficient_stock"));
+            }
+            let id: i64 = sqlx::query_scalar(
+                "INSERT INTO offers (center_id, vaccine, doses, booked, starts_at, ends_at, response_ms, status, created_by, created_at) \
+                 VALUES ($1, $2, $3, 0, $4, $5, $6, 'open', $7, $8) RETURNING id",
+            )
+            .bind(o.center_id)
+            .bind(&o.vaccine)
+            .bind(o.doses)
+            .bind(o.starts_at)
+            .bind(o.ends_at)
+            .bind(o.response_ms)
+            .bind(actor)
+            .bind(now)
+            .fetch_one(&mut *tx)
+            .await?;
+            sqlx::query("INSERT INTO stock_ledger (center_id, vaccine, kind, doses, actor, at) VALUES ($1, $2, 'reserved', $3, $4, $5)")
+                .bind(o.center_id)
+                .bind(&o.vaccine)
+                .bind(o.doses)
+                .bind(actor)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            let detail = format!("{{\"vaccine\":{:?},\"doses\":{}}}", o.vaccine, o.doses);
+            audit!(tx, now, actor, "offer.created", "offer", id, detail);
+            tx.commit().await?;
+            Ok(OfferRecord {
+                id,
+                center_id: o.center_id,
+                vaccine: o.vaccine.clone(),
+                doses: o.doses,
+                booked: 0,
+                starts_at: o.starts_at,
+                ends_at: o.ends_at,
+                response_ms: o.response_ms,
+                status: "open".into(),
+                created_at: now,
+            })
+        })
+    }
+
+    async fn offer(&self, id: i64) -> Result<Option<(OfferRecord, InvitationCounts)>> {
+        on_db!(self, |p| {
+            let mut conn = p.acquire().await?;
+            let sql = format!("SELECT {OFFER_COLUMNS} FROM offers WHERE id = $1");
+            let Some(r) = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(id)
+                .fetch_optional(&mut *conn)
+                .await?
+            else {
+                return Ok(None);
+            };
+            let offer = offer_from_row!(r);
+            let counts = invitation_counts!(conn, id);
+            Ok(Some((offer, counts)))
+        })
+    }
+
+    async fn offers_of_center(
+        &self,
+        center_id: i64,
+        since: i64,
+    ) -> Result<Vec<(OfferRecord, InvitationCounts)>> {
+        on_db!(self, |p| {
+            let mut conn = p.acquire().await?;
+            let sql = format!(
+                "SELECT {OFFER_COLUMNS} FROM offers WHERE center_id = $1 AND (status = 'open' OR created_at >= $2) ORDER BY id DESC LIMIT 50"
+            );
+            let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(center_id)
+                .bind(since)
+                .fetch_all(&mut *conn)
+                .await?;
+            let mut out = Vec::with_capacity(rows.len());
+            for r in rows {
+                let offer = offer_from_row!(r);
+                let counts = invitation_counts!(conn, offer.id);
+                out.push((offer, counts));
+            }
+            Ok(out)
+        })
+    }
+
+    async fn open_offers(&self) -> Result<Vec<i64>> {
+        on_db!(self, |p| Ok(sqlx::query_scalar(
+            "SELECT id FROM offers WHERE status = 'open' ORDER BY id"
+        )
+        .fetch_all(p)
+        .await?))
+    }
+
+    async fn wave_state(&self, offer_id: i64, since: i64) -> Result<Option<WaveState>> {
+        on_db!(self, |p| {
+            let mut conn = p.acquire().await?;
+            let sql = format!("SELECT {OFFER_COLUMNS} FROM offers WHERE id = $1");
+            let Some(r) = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(offer_id)
+                .fetch_optional(&mut *conn)
+                .await?
+            else {
+                return Ok(None);
+            };
+            let offer = offer_from_row!(r);
+            let counts = invitation_counts!(conn, offer_id);
+            let pending: i64 = sqlx::query_scalar(PENDING)
+                .bind(offer_id)
+                .fetch_one(&mut *conn)
+                .await?;
+            let recent = sqlx::query(
+                "SELECT COALESCE(SUM(CASE WHEN i.status = 'accepted' THEN 1 ELSE 0 END), 0), COUNT(*) FROM invitations i JOIN offers o ON o.id = i.offer_id \
+                 WHERE o.center_id = $1 AND i.status IN ('accepted', 'declined', 'expired') AND i.answered_at >= $2",
+            )
+            .bind(offer.center_id)
+            .bind(since)
+            .fetch_one(&mut *conn)
+            .await?;
+            let recent_accepted: i64 = recent.try_get(0)?;
+            let recent_answered: i64 = recent.try_get(1)?;
+            Ok(Some(WaveState {
+                offer,
+                counts,
+                pending,
+                recent_accepted,
+                recent_answered,
+            }))
+        })
+    }
+
+    async fn candidates(&self, q: &CandidateQuery) -> Result<Vec<Candidate>> {
+        const SQL: &str = "SELECT r.id, r.language, r.first_name, r.email, r.phone FROM registrants r \
+            WHERE r.status = 'waiting' AND r.birth_ymd > $1 AND r.birth_ymd <= $2 \
+            AND (NOT EXISTS (SELECT 1 FROM registrant_centers c WHERE c.registrant_id = r.id) \
+                 OR EXISTS (SELECT 1 FROM registrant_centers c WHERE c.registrant_id = r.id AND c.center_id = $3)) \
+            AND (NOT EXISTS (SELECT 1 FROM registrant_availability a WHERE a.registrant_id = r.id) \
+                 OR EXISTS (SELECT 1 FROM registrant_availability a WHERE a.registrant_id = r.id AND ( \
+                    (a.day = 0 AND a.from_min < $5 AND $4 < a.to_min) OR (a.day = 1 AND a.from_min < $7 AND $6 < a.to_min) \
+                 OR (a.day = 2 AND a.from_min < $9 AND $8 < a.to_min) OR (a.day = 3 AND a.from_min < $11 AND $10 < a.to_min) \
+                 OR (a.day = 4 AND a.from_min < $13 AND $12 < a.to_min) OR (a.day = 5 AND a.from_min < $15 AND $14 < a.to_min) \
+                 OR (a.day = 6 AND a.from_min < $17 AND $16 < a.to_min)))) \
+            AND NOT EXISTS (SELECT 1 FROM invitations i WHERE i.offer_id = $18 AND i.registrant_id = r.id) \
+            ORDER BY (($19 - r.birth_ymd) / 10000) / 10 DESC, r.confirmed_at, r.id LIMIT $20";
+        on_db!(self, |p| {
+            let mut query = sqlx::query(SQL)
+                .bind(q.birth_lo)
+                .bind(q.birth_hi)
+                .bind(q.center_id);
+            for (from, to) in q.windows {
+                query = query.bind(i64::from(from)).bind(i64::from(to));
+            }
+            let rows = query
+                .bind(q.offer_id)
+                .bind(q.today_ymd)
+                .bind(q.limit)
+                .fetch_all(p)
+                .await?;
+            rows.iter()
+                .map(|r| {
+                    Ok(Candidate {
+                        registrant_id: r.try_get(0)?,
+                        language: r.try_get(1)?,
+                        first_name: r.try_get::<Option<String>, _>(2)?.unwrap_or_default(),
+                        email: r.try_get::<Option<String>, _>(3)?.unwrap_or_default(),
+                        phone: r.try_get(4)?,
+                    })
+                })
+                .collect()
+        })
+    }
+
+    async fn insert_invitations(
+        &self,
+        offer_id: i64,
+        factor: f64,
+        invitations: &[NewInvitation],
+        now: i64,
+    ) -> Result<i64> {
+        on_db!(self, |p| {
+            let mut tx = p.begin_write().await?;
+            let Some(o) = sqlx::query(p.lock_offer_sql())
+                .bind(offer_id)
+                .fetch_optional(&mut *tx)
+                .await?
+            else {
+                return Ok(0);
+            };
+            let status: String = o.try_get(0)?;
+            let left: i64 = o.try_get::<i64, _>(1)? - o.try_get::<i64, _>(2)?;
+            if status != "open" {
+                return Ok(0);
+            }
+            let counts = invitation_counts!(tx, offer_id);
+            let pending: i64 = sqlx::query_scalar(PENDING)
+                .bind(offer_id)
+                .fetch_one(&mut *tx)
+                .await?;
+            let allowed = invitations_to_create(left, factor, counts.sent, pending, counts.queued);
+            let mut stored = 0;
+            for inv in invitations {
+                if stored >= allowed {
+                    break;
+                }
+                let took = sqlx::query("UPDATE registrants SET status = 'invited', status_changed_at = $2 WHERE id = $1 AND status = 'waiting'")
+                    .bind(inv.registrant_id)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                if took == 0 {
+                    continue;
+                }
+                let id: Option<i64> = sqlx::query_scalar(
+                    "INSERT INTO invitations (offer_id, registrant_id, token_hash, status, created_at) VALUES ($1, $2, $3, 'queued', $4) \
+                     ON CONFLICT DO NOTHING RETURNING id",
+                )
+                .bind(offer_id)
+                .bind(inv.registrant_id)
+                .bind(&inv.token_hash)
+                .bind(now)
+                .fetch_optional(&mut *tx)
+                .await?;
+                let Some(id) = id else {
+                    sqlx::query("UPDATE registrants SET status = 'waiting' WHERE id = $1 AND status = 'invited'").bind(inv.registrant_id).execute(&mut *tx).await?;
+                    continue;
+                };
+                sqlx::query("INSERT INTO tokens (hash, purpose, subject_id, created_at, expires_at) VALUES ($1, 'me', $2, $3, $4)")
+                    .bind(&inv.me_token_hash)
+                    .bind(inv.registrant_id)
+                    .bind(now)
+                    .bind(now + crate::sql::ME_TOKEN_LIFETIME_MS)
+                    .execute(&mut *tx)
+                    .await?;
+                for m in &inv.messages {
+                    insert_message!(tx, m, Some(inv.registrant_id), Some(id), now);
+                }
+                audit!(
+                    tx,
+                    now,
+                    "engine",
+                    "invitation.created",
+                    "invitation",
+                    id,
+                    format!("{{\"offer\":{offer_id}}}")
+                );
+                stored += 1;
+            }
+            tx.commit().await?;
+            Ok(stored)
+        })
+    }
+
+    async fn invitation_by_token(&self, hash: &str) -> Result<Option<InvitationRecord>> {
+        on_db!(self, |p| {
+            let row = sqlx::query(
+                "SELECT i.id, i.offer_id, i.registrant_id, i.status, o.center_id, c.name, c.address, c.time_zone, o.starts_at, o.ends_at, i.expires_at, r.language \
+                 FROM invitations i JOIN offers o ON o.id = i.offer_id JOIN centers c ON c.id = o.center_id JOIN registrants r ON r.id = i.registrant_id \
+                 WHERE i.token_hash = $1",
+            )
+            .bind(hash)
+            .fetch_optional(p)
+            .await?;
+            row.map(|r| {
+                Ok(InvitationRecord {
+                    id: r.try_get(0)?,
+                    offer_id: r.try_get(1)?,
+                    registrant_id: r.try_get(2)?,
+                    status: r.try_get(3)?,
+                    center_id: r.try_get(4)?,
+                    center_name: r.try_get(5)?,
+                    center_address: r.try_get(6)?,
+                    time_zone: r.try_get(7)?,
+                    starts_at: r.try_get(8)?,
+                    ends_at: r.try_get(9)?,
+                    expires_at: r.try_get(10)?,
+                    language: r.try_get(11)?,
+                })
+            })
+            .transpose()
+        })
+    }
+
+    async fn accept_invitation(
+        &self,
+        hash: &str,
+        now: i64,
+        render: Renderer<'_, AppointmentRecord>,
+    ) -> Result<AcceptOutcome> {
+        on_db!(self, |p| {
+            let mut tx = p.begin_write().await?;
+            let Some(r) = sqlx::query("SELECT id, status, expires_at, offer_id, registrant_id FROM invitations WHERE token_hash = $1").bind(hash).fetch_optional(&mut *tx).await?
+            else {
+                return Ok(AcceptOutcome::Unknown);
+            };
+            let (id, status, expires_at, offer_id, registrant): (
+                i64,
+                String,
+                Option<i64>,
+                i64,
+                i64,
+            ) = (
+                r.try_get(0)?,
+                r.try_get(1)?,
+                r.try_get(2)?,
+                r.try_get(3)?,
+                r.try_get(4)?,
+            );
+            match status.as_str() {
+                "queued" | "sent" if expires_at.is_some_and(|e| e <= now) => {
+                    return Ok(AcceptOutcome::Expired);
+                }
+                "queued" | "sent" => {}
+                "expired" => return Ok(AcceptOutcome::Expired),
+                "withdrawn" => return Ok(AcceptOutcome::OfferFilled),
+                other => return Ok(AcceptOutcome::Answered(other.to_string())),
+            }
+            let booked = sqlx::query("UPDATE offers SET booked = booked + 1 WHERE id = $1 AND status = 'open' AND booked < doses")
+                .bind(offer_id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            if booked == 0 {
+                // The doses are gone: no penalty, the person keeps their place.
+                sqlx::query(
+                    "UPDATE invitations SET status = 'withdrawn', answered_at = $2 WHERE id = $1",
+                )
+                .bind(id)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query("UPDATE registrants SET status = 'waiting', status_changed_at = $2 WHERE id = $1 AND status = 'invited'").bind(registrant).bind(now).execute(&mut *tx).await?;
+                audit!(
+                    tx,
+                    now,
+                    "registrant",
+                    "invitation.offer_filled",
+                    "invitation",
+                    id,
+                    "{}"
+                );
+                tx.commit().await?;
+                return Ok(AcceptOutcome::OfferFilled);
+            }
+            let o = sqlx::query("SELECT center_id, vaccine, starts_at, ends_at, doses, booked FROM offers WHERE id = $1").bind(offer_id).fetch_one(&mut *tx).await?;
+            let (center_id, vaccine, starts_at, ends_at, doses, now_booked): (
+                i64,
+                String,
+                i64,
+                i64,
+                i64,
+                i64,
+            ) = (
+                o.try_get(0)?,
+                o.try_get(1)?,
+                o.try_get(2)?,
+                o.try_get(3)?,
+                o.try_get(4)?,
+                o.try_get(5)?,
+            );
+            let appointment_id: i64 = sqlx::query_scalar(
+                "INSERT INTO appointments (offer_id, invitation_id, registrant_id, center_id, vaccine, starts_at, ends_at, status, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, 'booked', $8, $8) RETURNING id",
+            )
+            .bind(offer_id)
+            .bind(id)
+            .bind(registrant)
+            .bind(center_id)
+            .bind(&vaccine)
+            .bind(starts_at)
+            .bind(ends_at)
+            .bind(now)
+            .fetch_one(&mut *tx)
+            .await?;
+            sqlx::query(
+                "UPDATE invitations SET status = 'accepted', answered_at = $2 WHERE id = $1",
+            )
+            .bind(id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query("UPDATE registrants SET status = 'booked', status_changed_at = $2, ignored_invitations = 0 WHERE id = $1").bind(registrant).bind(now).execute(&mut *tx).await?;
+            let appointment = AppointmentRecord {
+                id: appointment_id,
+                offer_id,
+                registrant_id: registrant,
+                center_id,
+                vaccine,
+                starts_at,
+                ends_at,
+                status: "booked".into(),
+                first_name: None,
+                last_name: None,
+            };
+            let contact = contact!(tx, registrant);
+            let rendered = render(&contact, &appointment);
+            store_rendered!(tx, rendered, registrant, now);
+            audit!(
+                tx,
+                now,
+                "registrant",
+                "invitation.accepted",
+                "invitation",
+                id,
+                format!("{{\"appointment\":{appointment_id}}}")
+            );
+            if now_booked >= doses {
+                end_offer!(tx, offer_id, "filled", now);
+                audit!(tx, now, "engine", "offer.filled", "offer", offer_id, "{}");
+            }
+            tx.commit().await?;
+            Ok(AcceptOutcome::Booked(appointment))
+        })
+    }
+
+    async fn decline_invitation(&self, hash: &str, now: i64) -> Result<DeclineOutcome> {
+        on_db!(self, |p| {
+            let mut tx = p.begin_write().await?;
+            let Some(r) = sqlx::query("SELECT id, status, expires_at, registrant_id FROM invitations WHERE token_hash = $1").bind(hash).fetch_optional(&mut *tx).await? else {
+                return Ok(DeclineOutcome::Unknown);
+            };
+            let (id, status, expires_at, registrant): (i64, String, Option<i64>, i64) =
+                (r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?);
+            match status.as_str() {
+                "queued" | "sent" if expires_at.is_some_and(|e| e <= now) => {
+                    return Ok(DeclineOutcome::Expired);
+                }
+                "queued" | "sent" => {}
+                "expired" => return Ok(DeclineOutcome::Expired),
+                other => return Ok(DeclineOutcome::Answered(other.to_string())),
+            }
+            sqlx::query(
+                "UPDATE invitations SET status = 'declined', answered_at = $2 WHERE id = $1",
+            )
+            .bind(id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query("UPDATE outbox SET status = 'withdrawn', body = NULL, recipient = NULL WHERE invitation_id = $1 AND status = 'queued'").bind(id).execute(&mut *tx).await?;
+            sqlx::query("UPDATE registrants SET status = 'waiting', status_changed_at = $2 WHERE id = $1 AND status = 'invited'").bind(registrant).bind(now).execute(&mut *tx).await?;
+            audit!(
+                tx,
+                now,
+                "registrant",
+                "invitation.declined",
+                "invitation",
+                id,
+                "{}"
+            );
+            tx.commit().await?;
+            Ok(DeclineOutcome::Declined)
+        })
+    }
+
+    async fn expire_invitations(
+        &self,
+        now: i64,
+        limit: i64,
+        render: Renderer<'_, ()>,
+    ) -> Result<i64> {
+        on_db!(self, |p| {
+            let due: Vec<i64> = sqlx::query_scalar("SELECT id FROM invitations WHERE status = 'sent' AND expires_at <= $1 ORDER BY expires_at LIMIT $2")
+                .bind(now)
+                .bind(limit)
+                .fetch_all(p)
+                .await?;
+            let mut expired = 0;
+            for id in due {
+                let mut tx = p.begin_write().await?;
+                // Only a handed-over invitation (status 'sent', deadline set at hand-over) can expire.
+                let reg: Option<i64> = sqlx::query_scalar(
+                    "UPDATE invitations SET status = 'expired', answered_at = $2 WHERE id = $1 AND status = 'sent' AND expires_at <= $2 RETURNING registrant_id",
+                )
+                .bind(id)
+                .bind(now)
+                .fetch_optional(&mut *tx)
+                .await?;
+                let Some(reg) = reg else { continue };
+                let ignored: i64 = sqlx::query_scalar("UPDATE registrants SET ignored_invitations = ignored_invitations + 1 WHERE id = $1 RETURNING ignored_invitations")
+                    .bind(reg)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                let paused = ignored >= standby_domain::invitation::IGNORED_BEFORE_PAUSE;
+                let next = if paused { "paused" } else { "waiting" };
+                let n = sqlx::query("UPDATE registrants SET status = $2, status_changed_at = $3 WHERE id = $1 AND status = 'invited'")
+                    .bind(reg)
+                    .bind(next)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                if paused && n == 1 {
+                    let contact = contact!(tx, reg);
+                    let rendered = render(&contact, &());
+                    store_rendered!(tx, rendered, reg, now);
+                }
+                audit!(
+                    tx,
+                    now,
+                    "engine",
+                    "invitation.expired",
+                    "invitation",
+                    id,
+                    format!("{{\"paused\":{}}}", paused && n == 1)
+                );
+                tx.commit().await?;
+                expired += 1;
+            }
+            Ok(expired)
+        })
+    }
+
+    async fn close_offer(&self, id: i64, actor: &str, now: i64) -> Result<OfferRecord> {
+        on_db!(self, |p| {
+            let mut tx = p.begin_write().await?;
+            let Some(o) = sqlx::query(p.lock_offer_sql())
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?
+            else {
+                return Err(StoreError::NotFound);
+            };
+            let status: String = o.try_get(0)?;
+            if status == "open" {
+                end_offer!(tx, id, "closed", now);
+            }
+            if status != "closed" {
+                sqlx::query("UPDATE offers SET status = 'closed', closed_at = COALESCE(closed_at, $2) WHERE id = $1").bind(id).bind(now).execute(&mut *tx).await?;
+                release_unbooked!(tx, id, actor, now);
+                audit!(tx, now, actor, "offer.closed", "offer", id, "{}");
+            }
+            let sql = format!("SELECT {OFFER_COLUMNS} FROM offers WHERE id = $1");
+            let r = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(id)
+                .fetch_one(&mut *tx)
+                .await?;
+            let offer = offer_from_row!(r);
+            tx.commit().await?;
+            Ok(offer)
+        })
+    }
+
+    async fn appointments(
+        &self,
+        center_id: i64,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<AppointmentRecord>> {
+        on_db!(self, |p| {
+            let sql = format!(
+                "{APPOINTMENT_SELECT} WHERE a.center_id = $1 AND a.starts_at < $3 AND a.ends_at > $2 ORDER BY a.starts_at, r.last_name, a.id"
+            );
+            let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(center_id)
+                .bind(from)
+                .bind(to)
+                .fetch_all(p)
+                .await?;
+            rows.iter().map(|r| Ok(appointment_from_row!(r))).collect()
+        })
+    }
+
+    async fn find_appointments(
+        &self,
+        center_id: i64,
+        nid_hash: Option<&str>,
+        name: Option<&str>,
+    ) -> Result<Vec<AppointmentRecord>> {
+        on_db!(self, |p| {
+            let sql = format!(
+                "{APPOINTMENT_SELECT} WHERE a.center_id = $1 AND (r.nid_hash = $2 OR (CAST($3 AS TEXT) IS NOT NULL AND \
+                 (LOWER(r.last_name) LIKE $3 OR LOWER(r.first_name) LIKE $3))) ORDER BY a.starts_at DESC LIMIT 50"
+            );
+            let pattern = name.map(|n| format!("%{}%", n.to_lowercase().replace(['%', '_'], "")));
+            let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(center_id)
+                .bind(nid_hash)
+                .bind(pattern)
+                .fetch_all(p)
+                .await?;
+            rows.iter().map(|r| Ok(appointment_from_row!(r))).collect()
+        })
+    }
+
+    async fn appointment(&self, id: i64) -> Result<Option<AppointmentRecord>> {
+        on_db!(self, |p| {
+            let sql = format!("{APPOINTMENT_SELECT} WHERE a.id = $1");
+            let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(id)
+                .fetch_optional(p)
+                .await?;
+            row.map(|r| Ok(appointment_from_row!(r))).transpose()
+        })
+    }
+
+    async fn set_appointment_status(
+        &self,
+        id: i64,
+        status: &str,
+        actor: &str,
+        now: i64,
+    ) -> Result<AppointmentRecord> {
+        on_db!(self, |p| {
+            let mut tx = p.begin_write().await?;
+            let Some(r) = sqlx::query(
+                "SELECT status, center_id, vaccine, registrant_id FROM appointments WHERE id = $1",
+            )
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?
+            else {
+                return Err(StoreError::NotFound);
+            };
+            let (current, center, vaccine, registrant): (String, i64, String, i64) =
+                (r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?);
+            if current != "booked" {
+                return Err(StoreError::Conflict("appointment_already_closed"));
+            }
+            let (stock_sql, kind, person) = match status {
+                "attended" => (
+                    "UPDATE stock SET on_hand = on_hand - 1, reserved = reserved - 1, administered = administered + 1 WHERE center_id = $1 AND vaccine = $2",
+                    "administered",
+                    "vaccinated",
+                ),
+                "no_show" | "cancelled" => (
+                    "UPDATE stock SET reserved = reserved - 1 WHERE center_id = $1 AND vaccine = $2",
+                    "released",
+                    "waiting",
+                ),
+                _ => return Err(StoreError::Conflict("invalid_status")),
+            };
+            sqlx::query(stock_sql)
+                .bind(center)
+                .bind(&vaccine)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("INSERT INTO stock_ledger (center_id, vaccine, kind, doses, actor, at) VALUES ($1, $2, $3, 1, $4, $5)")
+                .bind(center)
+                .bind(&vaccine)
+                .bind(kind)
+                .bind(actor)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("UPDATE appointments SET status = $2, updated_at = $3 WHERE id = $1")
+                .bind(id)
+                .bind(status)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("UPDATE registrants SET status = $2, status_changed_at = $3 WHERE id = $1 AND status = 'booked'")
+                .bind(registrant)
+                .bind(person)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            audit!(
+                tx,
+                now,
+                actor,
+                format!("appointment.{status}"),
+                "appointment",
+                id,
+                "{}"
+            );
+            let sql = format!("{APPOINTMENT_SELECT} WHERE a.id = $1");
+            let r = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(id)
+                .fetch_one(&mut *tx)
+                .await?;
+            let a = appointment_from_row!(r);
+            tx.commit().await?;
+            Ok(a)
+        })
+    }
+}
