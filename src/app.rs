@@ -19,6 +19,8 @@ pub struct App {
     pub limiter: ClientLimiter,
     /// Woken whenever a message is queued, so dispatchers need not poll fast.
     pub outbox_wake: Arc<Notify>,
+    /// Woken when an offer changes, so the engine tops up without waiting.
+    pub engine_wake: Notify,
     /// Names this process in outbox claims.
     pub worker_id: String,
     centers: Mutex<Option<(Instant, Arc<Vec<CenterRecord>>)>>,
@@ -52,6 +54,7 @@ impl App {
             clock,
             signups,
             outbox_wake,
+            engine_wake: Notify::new(),
             centers: Mutex::new(None),
         })
     }

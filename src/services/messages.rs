@@ -95,3 +95,168 @@ mod tests {
         }
     }
 }
+
+/// How an offer's time window reads in a message: local time of the centre.
+pub fn window_text(starts_ms: i64, ends_ms: i64, time_zone: &str) -> String {
+    let tz = jiff::tz::TimeZone::get(time_zone).unwrap_or(jiff::tz::TimeZone::UTC);
+    let at = |ms: i64| {
+        jiff::Timestamp::from_millisecond(ms)
+            .unwrap_or(jiff::Timestamp::UNIX_EPOCH)
+            .to_zoned_datetime(tz.clone())
+    };
+    let (s, e) = (at(starts_ms), at(ends_ms));
+    if s.date() == e.date() {
+        format!(
+            "{} {}–{}",
+            s.strftime("%Y-%m-%d"),
+            s.strftime("%H:%M"),
+            e.strftime("%H:%M")
+        )
+    } else {
+        format!(
+            "{} – {}",
+            s.strftime("%Y-%m-%d %H:%M"),
+            e.strftime("%Y-%m-%d %H:%M")
+        )
+    }
+}
+
+pub struct Place<'a> {
+    pub center: &'a str,
+    pub address: &'a str,
+    pub window: String,
+}
+
+fn fill(text: String, place: &Place<'_>) -> String {
+    text.replace("{center}", place.center)
+        .replace("{address}", place.address)
+        .replace("{window}", &place.window)
+}
+
+fn email(reference: String, kind: &str, to: &str, subject: String, body: String) -> NewMessage {
+    NewMessage {
+        reference,
+        channel: "email".into(),
+        kind: kind.into(),
+        registrant_id: None,
+        recipient: to.into(),
+        subject: Some(subject),
+        body: wrap(&body),
+    }
+}
+
+fn sms(reference: String, kind: &str, to: &str, body: String) -> NewMessage {
+    NewMessage {
+        reference,
+        channel: "sms".into(),
+        kind: kind.into(),
+        registrant_id: None,
+        recipient: to.into(),
+        subject: None,
+        body,
+    }
+}
+
+/// The invitation, by e-mail and by SMS where a phone is known. Both carry
+/// the same reference stem, each its own reference.
+#[allow(clippy::too_many_arguments)]
+pub fn invitation(
+    lang: Language,
+    first_name: &str,
+    email_to: &str,
+    phone: Option<&str>,
+    place: &Place<'_>,
+    minutes: i64,
+    link: &str,
+    me: &str,
+) -> Vec<NewMessage> {
+    let stem = crate::security::random_reference("inv");
+    let body = format!(
+        "{}\n\n{}\n{}\n\n{}\n\n{}\n{}\n\n{}\n",
+        t(lang, "mail.greeting").replace("{name}", first_name),
+        fill(t(lang, "mail.invite.body"), place).replace("{minutes}", &minutes.to_string()),
+        link,
+        t(lang, "mail.invite.note"),
+        t(lang, "mail.manage"),
+        me,
+        t(lang, "mail.signature"),
+    );
+    let mut out = vec![email(
+        format!("{stem}-e"),
+        "invitation",
+        email_to,
+        t(lang, "mail.invite.subject"),
+        body,
+    )];
+    if let Some(phone) = phone {
+        let text = fill(t(lang, "sms.invite"), place)
+            .replace("{minutes}", &minutes.to_string())
+            .replace("{link}", link)
+            .replace("{me}", me);
+        out.push(sms(format!("{stem}-s"), "invitation", phone, text));
+    }
+    out
+}
+
+pub fn booking(
+    lang: Language,
+    first_name: &str,
+    email_to: Option<&str>,
+    phone: Option<&str>,
+    place: &Place<'_>,
+    me: &str,
+) -> Vec<NewMessage> {
+    let stem = crate::security::random_reference("book");
+    let mut out = Vec::new();
+    if let Some(to) = email_to {
+        let body = format!(
+            "{}\n\n{}\n\n{}\n{}\n\n{}\n",
+            t(lang, "mail.greeting").replace("{name}", first_name),
+            fill(t(lang, "mail.booked.body"), place),
+            t(lang, "mail.manage"),
+            me,
+            t(lang, "mail.signature"),
+        );
+        out.push(email(
+            format!("{stem}-e"),
+            "booking",
+            to,
+            t(lang, "mail.booked.subject"),
+            body,
+        ));
+    }
+    if let Some(phone) = phone {
+        out.push(sms(
+            format!("{stem}-s"),
+            "booking",
+            phone,
+            fill(t(lang, "sms.booked"), place).replace("{me}", me),
+        ));
+    }
+    out
+}
+
+pub fn paused(
+    lang: Language,
+    first_name: &str,
+    email_to: Option<&str>,
+    me: &str,
+) -> Vec<NewMessage> {
+    let Some(to) = email_to else {
+        return Vec::new();
+    };
+    let body = format!(
+        "{}\n\n{}\n{}\n\n{}\n",
+        t(lang, "mail.greeting").replace("{name}", first_name),
+        t(lang, "mail.paused.body"),
+        me,
+        t(lang, "mail.signature"),
+    );
+    vec![email(
+        crate::security::random_reference("paused"),
+        "paused",
+        to,
+        t(lang, "mail.paused.subject"),
+        body,
+    )]
+}

@@ -2,6 +2,7 @@
 //! service and render.
 
 pub mod api;
+pub mod api_staff;
 pub mod extract;
 pub mod pages;
 
@@ -37,8 +38,47 @@ pub fn router(state: AppState) -> Router {
             get(api::me_get).patch(api::me_patch).delete(api::me_delete),
         )
         .route("/api/v1/stats", get(api::stats))
-        .route("/api/v1/centers", get(api::centers))
-        .route("/api/v1/vaccines", get(api::vaccines))
+        .route(
+            "/api/v1/centers",
+            get(api::centers).post(api_staff::create_center),
+        )
+        .route(
+            "/api/v1/vaccines",
+            get(api::vaccines).post(api_staff::create_vaccine),
+        )
+        .route("/api/v1/login", post(api_staff::login))
+        .route("/api/v1/logout", post(api_staff::logout))
+        .route(
+            "/api/v1/users",
+            get(api_staff::users).post(api_staff::create_user),
+        )
+        .route("/api/v1/audit", get(api_staff::audit))
+        .route("/api/v1/centers/{id}/deliveries", post(api_staff::delivery))
+        .route(
+            "/api/v1/centers/{id}/adjustments",
+            post(api_staff::adjustment),
+        )
+        .route("/api/v1/centers/{id}/stock", get(api_staff::stock))
+        .route("/api/v1/centers/{id}/offers", post(api_staff::create_offer))
+        .route(
+            "/api/v1/centers/{id}/appointments",
+            get(api_staff::appointments),
+        )
+        .route("/api/v1/offers/{id}", get(api_staff::get_offer))
+        .route("/api/v1/offers/{id}/close", post(api_staff::close_offer))
+        .route(
+            "/api/v1/appointments/{id}/status",
+            post(api_staff::appointment_status),
+        )
+        .route("/api/v1/invitations/{token}", get(api_staff::invitation))
+        .route(
+            "/api/v1/invitations/{token}/accept",
+            post(api_staff::accept),
+        )
+        .route(
+            "/api/v1/invitations/{token}/decline",
+            post(api_staff::decline),
+        )
         .fallback(fallback)
         .layer(middleware::from_fn_with_state(
             state.clone(),

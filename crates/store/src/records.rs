@@ -6,7 +6,10 @@ use serde::Serialize;
 pub enum TokenPurpose {
     Confirm,
     Me,
+    /// A staff page session (cookie).
     Session,
+    /// A staff API bearer token.
+    Api,
 }
 
 impl TokenPurpose {
@@ -15,6 +18,7 @@ impl TokenPurpose {
             TokenPurpose::Confirm => "confirm",
             TokenPurpose::Me => "me",
             TokenPurpose::Session => "session",
+            TokenPurpose::Api => "api",
         }
     }
 }

@@ -1,0 +1,325 @@
+//! Staff and invitation handlers under `/api/v1`.
+
+use super::extract::{JsonBody, client_ip, peer_addr};
+use crate::app::AppState;
+use crate::error::AppError;
+use crate::services::auth::{self, Staff};
+use crate::services::engine::{self, OfferInput, appointment_json, offer_json};
+use crate::services::staff;
+use axum::Json;
+use axum::extract::{Path, Query, Request, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+use standby_store::{Store, TokenPurpose};
+
+/// Reads typed fields from a JSON object; a wrong type is a field error.
+pub struct Obj<'a> {
+    v: &'a serde_json::Map<String, Value>,
+    errors: Vec<(String, String)>,
+}
+
+impl<'a> Obj<'a> {
+    pub fn new(v: &'a Value) -> Result<Self, AppError> {
+        v.as_object()
+            .map(|v| Obj {
+                v,
+                errors: Vec::new(),
+            })
+            .ok_or_else(|| AppError::BadRequest("the body must be a JSON object".into()))
+    }
+
+    pub fn str(&mut self, k: &str) -> Option<&'a str> {
+        match self.v.get(k) {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) => Some(s.as_str()),
+            Some(_) => {
+                self.errors.push((k.into(), "must be a string".into()));
+                None
+            }
+        }
+    }
+
+    pub fn int(&mut self, k: &str) -> Option<i64> {
+        match self.v.get(k) {
+            None | Some(Value::Null) => None,
+            Some(Value::Number(n)) if n.as_i64().is_some() => n.as_i64(),
+            Some(Value::String(s)) if s.trim().parse::<i64>().is_ok() && k == "center" => {
+                s.trim().parse().ok()
+            }
+            Some(_) => {
+                self.errors
+                    .push((k.into(), "must be a whole number".into()));
+                None
+            }
+        }
+    }
+
+    pub fn done(self) -> Result<(), AppError> {
+        if self.errors.is_empty() {
+            Ok(())
+        } else {
+            Err(AppError::Validation(self.errors))
+        }
+    }
+}
+
+fn id(raw: &str) -> Result<i64, AppError> {
+    raw.parse::<i64>()
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or(AppError::NotFound)
+}
+
+pub async fn login(State(state): State<AppState>, req: Request) -> Result<Json<Value>, AppError> {
+    let (parts, body) = req.into_parts();
+    let ip = client_ip(
+        &parts.headers,
+        peer_addr(&parts),
+        &state.config.trusted_proxies,
+    )
+    .map(|i| i.to_string())
+    .unwrap_or_default();
+    let JsonBody(body) = <JsonBody as axum::extract::FromRequest<AppState>>::from_request(
+        Request::from_parts(parts, body),
+        &state,
+    )
+    .await?;
+    let mut o = Obj::new(&body)?;
+    let email = o.str("email").unwrap_or("").to_string();
+    let password = o.str("password").unwrap_or("").to_string();
+    o.done()?;
+    let signed = auth::log_in(&state, &email, &password, &ip, TokenPurpose::Api).await?;
+    Ok(Json(
+        json!({ "token": signed.token, "expires_at": engine::rfc3339(signed.expires_at) }),
+    ))
+}
+
+pub async fn logout(State(state): State<AppState>, staff: Staff) -> Result<StatusCode, AppError> {
+    auth::log_out(&state, &staff).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn create_center(
+    State(state): State<AppState>,
+    staff: Staff,
+    JsonBody(body): JsonBody,
+) -> Result<Response, AppError> {
+    let mut o = Obj::new(&body)?;
+    let (n, a, p, t) = (
+        o.str("name"),
+        o.str("address"),
+        o.str("postal_code"),
+        o.str("time_zone"),
+    );
+    o.done()?;
+    let c = staff::create_center(&state, &staff, n, a, p, t).await?;
+    Ok((StatusCode::CREATED, Json(json!({ "id": c.id.to_string(), "name": c.name, "address": c.address, "postal_code": c.postal_code, "time_zone": c.time_zone })))
+        .into_response())
+}
+
+pub async fn create_vaccine(
+    State(state): State<AppState>,
+    staff: Staff,
+    JsonBody(body): JsonBody,
+) -> Result<Response, AppError> {
+    let mut o = Obj::new(&body)?;
+    let (c, n, min, max) = (
+        o.str("code"),
+        o.str("name"),
+        o.int("min_age"),
+        o.int("max_age"),
+    );
+    o.done()?;
+    let v = staff::create_vaccine(&state, &staff, c, n, min, max).await?;
+    Ok((StatusCode::CREATED, Json(json!(v))).into_response())
+}
+
+pub async fn delivery(
+    State(state): State<AppState>,
+    staff: Staff,
+    Path(center): Path<String>,
+    JsonBody(body): JsonBody,
+) -> Result<Response, AppError> {
+    let center = id(&center)?;
+    let mut o = Obj::new(&body)?;
+    let (v, d) = (o.str("vaccine"), o.int("doses"));
+    o.done()?;
+    staff::record_delivery(&state, &staff, center, v, d).await?;
+    stock_response(&state, center, StatusCode::CREATED).await
+}
+
+pub async fn adjustment(
+    State(state): State<AppState>,
+    staff: Staff,
+    Path(center): Path<String>,
+    JsonBody(body): JsonBody,
+) -> Result<Response, AppError> {
+    let center = id(&center)?;
+    let mut o = Obj::new(&body)?;
+    let (v, k, d) = (o.str("vaccine"), o.str("kind"), o.int("doses"));
+    o.done()?;
+    staff::adjust_stock(&state, &staff, center, v, k, d).await?;
+    stock_response(&state, center, StatusCode::CREATED).await
+}
+
+async fn stock_response(
+    state: &AppState,
+    center: i64,
+    status: StatusCode,
+) -> Result<Response, AppError> {
+    let stock = state.store.stock(center).await?;
+    Ok((status, Json(json!(stock))).into_response())
+}
+
+pub async fn stock(
+    State(state): State<AppState>,
+    staff: Staff,
+    Path(center): Path<String>,
+) -> Result<Response, AppError> {
+    let center = id(&center)?;
+    staff::known_center(&state, &staff, center).await?;
+    stock_response(&state, center, StatusCode::OK).await
+}
+
+pub async fn create_offer(
+    State(state): State<AppState>,
+    staff: Staff,
+    Path(center): Path<String>,
+    JsonBody(body): JsonBody,
+) -> Result<Response, AppError> {
+    let center = id(&center)?;
+    let mut o = Obj::new(&body)?;
+    let input = OfferInput {
+        vaccine: o.str("vaccine"),
+        doses: o.int("doses"),
+        starts_at: o.str("starts_at"),
+        ends_at: o.str("ends_at"),
+        response_seconds: o.int("response_seconds"),
+    };
+    o.done()?;
+    let offer = engine::release(&state, &staff, center, input).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(offer_json(&offer, &Default::default())),
+    )
+        .into_response())
+}
+
+pub async fn get_offer(
+    State(state): State<AppState>,
+    staff: Staff,
+    Path(offer): Path<String>,
+) -> Result<Json<Value>, AppError> {
+    let (o, c) = engine::offer_for(&state, &staff, id(&offer)?).await?;
+    Ok(Json(offer_json(&o, &c)))
+}
+
+pub async fn close_offer(
+    State(state): State<AppState>,
+    staff: Staff,
+    Path(offer): Path<String>,
+) -> Result<Json<Value>, AppError> {
+    let id = id(&offer)?;
+    engine::close(&state, &staff, id).await?;
+    let (o, c) = engine::offer_for(&state, &staff, id).await?;
+    Ok(Json(offer_json(&o, &c)))
+}
+
+#[derive(serde::Deserialize)]
+pub struct DayQuery {
+    date: Option<String>,
+    q: Option<String>,
+}
+
+pub async fn appointments(
+    State(state): State<AppState>,
+    staff: Staff,
+    Path(center): Path<String>,
+    Query(q): Query<DayQuery>,
+) -> Result<Json<Value>, AppError> {
+    let center = id(&center)?;
+    let list = match q.q.as_deref() {
+        Some(search) => engine::search_appointments(&state, &staff, center, search).await?,
+        None => engine::appointments_on(&state, &staff, center, q.date.as_deref()).await?,
+    };
+    Ok(Json(Value::Array(
+        list.iter()
+            .map(|a| {
+                let mut v = appointment_json(a);
+                v["first_name"] = json!(a.first_name);
+                v["last_name"] = json!(a.last_name);
+                v
+            })
+            .collect(),
+    )))
+}
+
+pub async fn appointment_status(
+    State(state): State<AppState>,
+    staff: Staff,
+    Path(appt): Path<String>,
+    JsonBody(body): JsonBody,
+) -> Result<Json<Value>, AppError> {
+    let mut o = Obj::new(&body)?;
+    let status = o.str("status");
+    o.done()?;
+    let a = engine::set_appointment_status(&state, &staff, id(&appt)?, status).await?;
+    Ok(Json(appointment_json(&a)))
+}
+
+pub async fn create_user(
+    State(state): State<AppState>,
+    staff: Staff,
+    JsonBody(body): JsonBody,
+) -> Result<Response, AppError> {
+    let mut o = Obj::new(&body)?;
+    let (e, p, r, c) = (
+        o.str("email"),
+        o.str("password"),
+        o.str("role"),
+        o.int("center"),
+    );
+    o.done()?;
+    let id = staff::create_user(&state, &staff, e, p, r, c).await?;
+    Ok((StatusCode::CREATED, Json(json!({ "id": id.to_string() }))).into_response())
+}
+
+pub async fn users(State(state): State<AppState>, staff: Staff) -> Result<Json<Value>, AppError> {
+    staff.require_admin()?;
+    let list = state.store.list_users().await?;
+    Ok(Json(json!(list.iter().map(|u| json!({"id": u.id.to_string(), "email": u.email, "role": u.role, "center": u.center_id.map(|c| c.to_string())})).collect::<Vec<_>>())))
+}
+
+pub async fn audit(State(state): State<AppState>, staff: Staff) -> Result<Json<Value>, AppError> {
+    staff.require_admin()?;
+    let store: &dyn Store = state.store.as_ref();
+    let list = store.audit_trail(500).await?;
+    Ok(Json(json!(list.iter().map(|a| json!({"at": engine::rfc3339(a.at), "actor": a.actor, "action": a.action, "subject_type": a.subject_type, "subject_id": a.subject_id, "detail": a.detail})).collect::<Vec<_>>())))
+}
+
+pub async fn invitation(
+    State(state): State<AppState>,
+    Path(token): Path<String>,
+) -> Result<Json<Value>, AppError> {
+    let inv = engine::invitation(&state, &token).await?;
+    Ok(Json(engine::invitation_json(&inv)))
+}
+
+pub async fn accept(
+    State(state): State<AppState>,
+    Path(token): Path<String>,
+) -> Result<Json<Value>, AppError> {
+    let a = engine::accept(&state, &token).await?;
+    Ok(Json(
+        json!({ "status": "booked", "appointment": appointment_json(&a) }),
+    ))
+}
+
+pub async fn decline(
+    State(state): State<AppState>,
+    Path(token): Path<String>,
+) -> Result<Json<Value>, AppError> {
+    engine::decline(&state, &token).await?;
+    Ok(Json(json!({ "status": "declined" })))
+}
