@@ -40,7 +40,8 @@ pub async fn serve(listener: tokio::net::TcpListener, state: AppState) -> std::i
     serve_until(listener, state, std::future::pending()).await
 }
 
-/// Starts the background workers: one dispatcher per message channel.
+/// Starts the background workers: one dispatcher per message channel and
+/// the invitation engine.
 pub fn spawn_workers(state: &AppState) -> anyhow::Result<()> {
     let email: Arc<dyn notify::Channel> =
         Arc::new(notify::email::EmailChannel::new(&state.config)?);
@@ -55,6 +56,7 @@ pub fn spawn_workers(state: &AppState) -> anyhow::Result<()> {
         sms,
         state.config.sms_rate,
     ));
+    tokio::spawn(services::engine::run(state.clone()));
     Ok(())
 }
 

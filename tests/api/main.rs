@@ -5,8 +5,10 @@
 mod bad_input;
 mod browser;
 mod cli;
+mod engine;
 mod helpers;
 mod selfservice;
+mod setup;
 mod signup;
 mod smtp;
 mod store_contract;

@@ -123,15 +123,8 @@ macro_rules! store_rendered {
 /// with no penalty.
 macro_rules! end_offer {
     ($tx:expr, $offer:expr, $status:expr, $now:expr) => {
+        // Lock order everywhere: offer, outbox, invitation, registrant.
         sqlx::query("UPDATE offers SET status = $2, closed_at = $3 WHERE id = $1 AND status = 'open'").bind($offer).bind($status).bind($now).execute(&mut *$tx).await?;
-        sqlx::query(
-            "UPDATE registrants SET status = 'waiting', status_changed_at = $2 WHERE status = 'invited' AND id IN \
-             (SELECT registrant_id FROM invitations WHERE offer_id = $1 AND status IN ('queued', 'sent'))",
-        )
-        .bind($offer)
-        .bind($now)
-        .execute(&mut *$tx)
-        .await?;
         sqlx::query(
             "UPDATE outbox SET status = 'withdrawn', body = NULL, recipient = NULL WHERE status IN ('queued', 'sending') AND invitation_id IN \
              (SELECT id FROM invitations WHERE offer_id = $1 AND status IN ('queued', 'sent'))",
@@ -144,6 +137,14 @@ macro_rules! end_offer {
             .bind($now)
             .execute(&mut *$tx)
             .await?;
+        sqlx::query(
+            "UPDATE registrants SET status = 'waiting', status_changed_at = $2 WHERE status = 'invited' AND id IN \
+             (SELECT registrant_id FROM invitations WHERE offer_id = $1 AND status = 'withdrawn' AND answered_at = $2)",
+        )
+        .bind($offer)
+        .bind($now)
+        .execute(&mut *$tx)
+        .await?;
     };
 }
 
@@ -494,6 +495,30 @@ impl EngineStore for SqlStore {
                 "withdrawn" => return Ok(AcceptOutcome::OfferFilled),
                 other => return Ok(AcceptOutcome::Answered(other.to_string())),
             }
+            // Locks in one order everywhere: the offer, then its invitations.
+            sqlx::query(p.lock_offer_sql())
+                .bind(offer_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+            // Claim the invitation: a concurrent answer to the same one waits
+            // on this row and then finds it answered.
+            let claimed: Option<i64> = sqlx::query_scalar("UPDATE invitations SET status = 'accepted', answered_at = $2 WHERE id = $1 AND status IN ('queued', 'sent') RETURNING id")
+                .bind(id)
+                .bind(now)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if claimed.is_none() {
+                let status: String =
+                    sqlx::query_scalar("SELECT status FROM invitations WHERE id = $1")
+                        .bind(id)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                return Ok(if status == "withdrawn" {
+                    AcceptOutcome::OfferFilled
+                } else {
+                    AcceptOutcome::Answered(status)
+                });
+            }
             let booked = sqlx::query("UPDATE offers SET booked = booked + 1 WHERE id = $1 AND status = 'open' AND booked < doses")
                 .bind(offer_id)
                 .execute(&mut *tx)
@@ -551,13 +576,6 @@ impl EngineStore for SqlStore {
             .bind(now)
             .fetch_one(&mut *tx)
             .await?;
-            sqlx::query(
-                "UPDATE invitations SET status = 'accepted', answered_at = $2 WHERE id = $1",
-            )
-            .bind(id)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
             sqlx::query("UPDATE registrants SET status = 'booked', status_changed_at = $2, ignored_invitations = 0 WHERE id = $1").bind(registrant).bind(now).execute(&mut *tx).await?;
             let appointment = AppointmentRecord {
                 id: appointment_id,
@@ -608,14 +626,20 @@ impl EngineStore for SqlStore {
                 "expired" => return Ok(DeclineOutcome::Expired),
                 other => return Ok(DeclineOutcome::Answered(other.to_string())),
             }
-            sqlx::query(
-                "UPDATE invitations SET status = 'declined', answered_at = $2 WHERE id = $1",
-            )
-            .bind(id)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
             sqlx::query("UPDATE outbox SET status = 'withdrawn', body = NULL, recipient = NULL WHERE invitation_id = $1 AND status = 'queued'").bind(id).execute(&mut *tx).await?;
+            let claimed: Option<i64> = sqlx::query_scalar("UPDATE invitations SET status = 'declined', answered_at = $2 WHERE id = $1 AND status IN ('queued', 'sent') RETURNING id")
+                .bind(id)
+                .bind(now)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if claimed.is_none() {
+                let status: String =
+                    sqlx::query_scalar("SELECT status FROM invitations WHERE id = $1")
+                        .bind(id)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                return Ok(DeclineOutcome::Answered(status));
+            }
             sqlx::query("UPDATE registrants SET status = 'waiting', status_changed_at = $2 WHERE id = $1 AND status = 'invited'").bind(registrant).bind(now).execute(&mut *tx).await?;
             audit!(
                 tx,
