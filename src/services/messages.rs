@@ -62,40 +62,6 @@ impl ConfirmationMail<'_> {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn wrapping_keeps_words_and_links_whole() {
-        let long = "word ".repeat(40);
-        for line in wrap(&long).lines() {
-            assert!(line.chars().count() <= 72);
-        }
-        let link = format!("http://example.be/{}", "x".repeat(90));
-        assert_eq!(wrap(&format!("see {link}")), format!("see\n{link}"));
-        assert_eq!(wrap("a\n\nb"), "a\n\nb");
-    }
-
-    #[test]
-    fn confirmation_mail_carries_both_links_in_every_language() {
-        for lang in Language::ALL {
-            let m = ConfirmationMail {
-                lang,
-                first_name: "Anne",
-                email: "anne@example.be",
-                confirm_link: "http://x/confirm/abc".into(),
-                me_link: "http://x/me/def".into(),
-            }
-            .to_message();
-            assert!(m.body.contains("http://x/confirm/abc") && m.body.contains("http://x/me/def"));
-            assert!(m.body.contains("Anne") && !m.body.contains('⟦'));
-            assert_eq!(m.channel, "email");
-            assert!(m.reference.starts_with("confirm-"));
-        }
-    }
-}
-
 /// How an offer's time window reads in a message: local time of the centre.
 pub fn window_text(starts_ms: i64, ends_ms: i64, time_zone: &str) -> String {
     let tz = jiff::tz::TimeZone::get(time_zone).unwrap_or(jiff::tz::TimeZone::UTC);
@@ -259,4 +225,38 @@ pub fn paused(
         t(lang, "mail.paused.subject"),
         body,
     )]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wrapping_keeps_words_and_links_whole() {
+        let long = "word ".repeat(40);
+        for line in wrap(&long).lines() {
+            assert!(line.chars().count() <= 72);
+        }
+        let link = format!("http://example.be/{}", "x".repeat(90));
+        assert_eq!(wrap(&format!("see {link}")), format!("see\n{link}"));
+        assert_eq!(wrap("a\n\nb"), "a\n\nb");
+    }
+
+    #[test]
+    fn confirmation_mail_carries_both_links_in_every_language() {
+        for lang in Language::ALL {
+            let m = ConfirmationMail {
+                lang,
+                first_name: "Anne",
+                email: "anne@example.be",
+                confirm_link: "http://x/confirm/abc".into(),
+                me_link: "http://x/me/def".into(),
+            }
+            .to_message();
+            assert!(m.body.contains("http://x/confirm/abc") && m.body.contains("http://x/me/def"));
+            assert!(m.body.contains("Anne") && !m.body.contains('⟦'));
+            assert_eq!(m.channel, "email");
+            assert!(m.reference.starts_with("confirm-"));
+        }
+    }
 }

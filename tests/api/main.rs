@@ -11,4 +11,20 @@ mod selfservice;
 mod setup;
 mod signup;
 mod smtp;
+mod staff;
 mod store_contract;
+
+/// Waits until an offer has handed over at least one invitation.
+pub async fn engine_wait(app: &helpers::TestApp, w: &setup::World, offer: i64) {
+    for _ in 0..200 {
+        if setup::offer_state(app, w, offer).await["invitations"]["sent"]
+            .as_i64()
+            .unwrap_or(0)
+            > 0
+        {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("no invitation handed over for offer {offer}");
+}

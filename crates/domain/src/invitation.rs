@@ -265,9 +265,9 @@ mod tests {
         let today = date(2026, 11, 24);
         let (lo, hi) = birth_bounds(today, 41, 120);
         // 41 today: born 1985-11-24 is in, born 1985-11-25 is not.
-        assert!(19_851_124 <= hi && 19_851_125 > hi);
+        assert_eq!(hi, 19_851_124);
         // 120: born 1906-11-25 is in (age 119… 120), born 1905-11-24 is 121.
-        assert!(19_061_125 > lo && 19_051_124 <= lo);
+        assert_eq!(lo, 19_051_124);
     }
 
     #[test]

@@ -1,0 +1,441 @@
+//! Staff accounts, roles and stock (CONTRACT section 4).
+
+use crate::helpers::*;
+use crate::setup::*;
+use reqwest::Method;
+use serde_json::{Value, json};
+
+#[tokio::test]
+async fn log_in_gives_a_bearer_token_and_bad_credentials_get_401() {
+    let app = spawn_app().await;
+    let token = user(&app, "boss@example.be", "admin", None).await;
+    assert_eq!(token.len(), 43);
+    let r = app
+        .post_json(
+            "/api/v1/login",
+            &json!({"email": "boss@example.be", "password": "wrong password"}),
+        )
+        .await;
+    assert_eq!(r.status(), 401);
+    let r = app
+        .post_json(
+            "/api/v1/login",
+            &json!({"email": "nobody@example.be", "password": "whatever it is"}),
+        )
+        .await;
+    assert_eq!(r.status(), 401);
+    assert_eq!(
+        call(&app, Method::GET, "/api/v1/users", "not-a-token", None)
+            .await
+            .0,
+        401
+    );
+    let r = app
+        .client
+        .get(app.url("/api/v1/users"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let (s, users) = call(&app, Method::GET, "/api/v1/users", &token, None).await;
+    assert_eq!(
+        (s, users[0]["email"].as_str()),
+        (200, Some("boss@example.be"))
+    );
+    // Signing out ends the token.
+    assert_eq!(
+        call(&app, Method::POST, "/api/v1/logout", &token, None)
+            .await
+            .0,
+        204
+    );
+    assert_eq!(
+        call(&app, Method::GET, "/api/v1/users", &token, None)
+            .await
+            .0,
+        401
+    );
+}
+
+#[tokio::test]
+async fn log_in_is_throttled_per_account() {
+    let app = spawn_app().await;
+    user(&app, "boss@example.be", "admin", None).await;
+    let mut last = 0;
+    for _ in 0..12 {
+        last = app
+            .post_json(
+                "/api/v1/login",
+                &json!({"email": "boss@example.be", "password": "guess"}),
+            )
+            .await
+            .status()
+            .as_u16();
+    }
+    assert_eq!(last, 429);
+    // Even the right password waits for the window to pass.
+    let r = app
+        .post_json(
+            "/api/v1/login",
+            &json!({"email": "boss@example.be", "password": "correct horse battery staple"}),
+        )
+        .await;
+    assert_eq!(r.status(), 429);
+    assert!(r.headers().contains_key("retry-after"));
+    app.clock.advance_ms(15 * 60 * 1000);
+    let r = app
+        .post_json(
+            "/api/v1/login",
+            &json!({"email": "boss@example.be", "password": "correct horse battery staple"}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test]
+async fn staff_of_one_centre_get_403_on_every_resource_of_another() {
+    let app = spawn_app().await;
+    let w = world(&app, 50).await;
+    let nurse = user(&app, "nurse@example.be", "staff", Some(w.center_b)).await;
+    let offer_a = offer(&app, &w, 2, 600).await;
+    let (s, e) = tomorrow();
+    let a = w.center;
+    let routes: Vec<(Method, String, Option<Value>)> = vec![
+        (
+            Method::POST,
+            format!("/api/v1/centers/{a}/deliveries"),
+            Some(json!({"vaccine": "PFZ", "doses": 5})),
+        ),
+        (
+            Method::POST,
+            format!("/api/v1/centers/{a}/adjustments"),
+            Some(json!({"vaccine": "PFZ", "kind": "wasted", "doses": 1})),
+        ),
+        (Method::GET, format!("/api/v1/centers/{a}/stock"), None),
+        (
+            Method::POST,
+            format!("/api/v1/centers/{a}/offers"),
+            Some(json!({"vaccine": "PFZ", "doses": 1, "starts_at": s, "ends_at": e})),
+        ),
+        (
+            Method::GET,
+            format!("/api/v1/centers/{a}/appointments?date=2026-11-25"),
+            None,
+        ),
+        (
+            Method::GET,
+            format!("/api/v1/centers/{a}/appointments?q=Last1"),
+            None,
+        ),
+        (Method::GET, format!("/api/v1/offers/{offer_a}"), None),
+        (
+            Method::POST,
+            format!("/api/v1/offers/{offer_a}/close"),
+            None,
+        ),
+        // Admin-only routes.
+        (
+            Method::POST,
+            "/api/v1/centers".into(),
+            Some(
+                json!({"name": "x", "address": "y", "postal_code": "1", "time_zone": "Europe/Brussels"}),
+            ),
+        ),
+        (
+            Method::POST,
+            "/api/v1/vaccines".into(),
+            Some(json!({"code": "X", "name": "x", "min_age": 0, "max_age": 120})),
+        ),
+        (Method::GET, "/api/v1/users".into(), None),
+        (
+            Method::POST,
+            "/api/v1/users".into(),
+            Some(json!({"email": "x@example.be", "password": "long enough pw", "role": "admin"})),
+        ),
+        (Method::GET, "/api/v1/audit".into(), None),
+    ];
+    for (method, path, body) in routes {
+        let (status, answer) = call(&app, method.clone(), &path, &nurse, body).await;
+        assert_eq!(status, 403, "{method} {path}: {answer}");
+        assert_eq!(answer["error"]["code"], "forbidden");
+    }
+    // An appointment of centre A, whose status the nurse of B may not set.
+    person(&app, Person::new(1), 1_000).await;
+    crate::engine_wait(&app, &w, offer_a).await;
+    let link = invitation_links(&app).pop().unwrap();
+    let r = app
+        .client
+        .post(app.url(&format!(
+            "/api/v1/invitations/{}/accept",
+            link.rsplit('/').next().unwrap()
+        )))
+        .send()
+        .await
+        .unwrap();
+    let appt: Value = r.json().await.unwrap();
+    let appt_id = appt["appointment"]["id"].as_str().unwrap().to_string();
+    let (status, _) = call(
+        &app,
+        Method::POST,
+        &format!("/api/v1/appointments/{appt_id}/status"),
+        &nurse,
+        Some(json!({"status": "attended"})),
+    )
+    .await;
+    assert_eq!(status, 403);
+    // Nothing changed at centre A; the nurse works normally at B.
+    assert_eq!(
+        call(
+            &app,
+            Method::GET,
+            &format!("/api/v1/offers/{offer_a}"),
+            &w.admin,
+            None
+        )
+        .await
+        .1["status"],
+        "open"
+    );
+    let (status, _) = call(
+        &app,
+        Method::POST,
+        &format!("/api/v1/centers/{}/deliveries", w.center_b),
+        &nurse,
+        Some(json!({"vaccine": "PFZ", "doses": 5})),
+    )
+    .await;
+    assert_eq!(status, 201);
+}
+
+#[tokio::test]
+async fn stock_never_goes_negative_under_concurrent_requests() {
+    let app = spawn_app().await;
+    let w = world(&app, 100).await;
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        let client = app.client.clone();
+        let admin = w.admin.clone();
+        let (s, e) = tomorrow();
+        let url = if i % 2 == 0 {
+            app.url(&format!("/api/v1/centers/{}/adjustments", w.center))
+        } else {
+            app.url(&format!("/api/v1/centers/{}/offers", w.center))
+        };
+        let body = if i % 2 == 0 {
+            json!({"vaccine": "PFZ", "kind": "wasted", "doses": 10})
+        } else {
+            json!({"vaccine": "PFZ", "doses": 10, "starts_at": s, "ends_at": e})
+        };
+        tasks.push(tokio::spawn(async move {
+            client
+                .post(url)
+                .bearer_auth(admin)
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }));
+    }
+    let mut ok = 0;
+    for t in tasks {
+        let s = t.await.unwrap();
+        assert!(matches!(s, 201 | 409), "{s}");
+        ok += usize::from(s == 201);
+    }
+    assert_eq!(ok, 10, "100 doses, 10 at a time");
+    let (_, stock) = call(
+        &app,
+        Method::GET,
+        &format!("/api/v1/centers/{}/stock", w.center),
+        &w.admin,
+        None,
+    )
+    .await;
+    let on_hand = stock[0]["on_hand"].as_i64().unwrap();
+    let reserved = stock[0]["reserved"].as_i64().unwrap();
+    assert!(
+        on_hand >= 0 && reserved <= on_hand && on_hand - reserved == 0,
+        "{stock}"
+    );
+}
+
+#[tokio::test]
+async fn bad_staff_input_names_the_fields() {
+    let app = spawn_app().await;
+    let w = world(&app, 10).await;
+    let (s, e) = call(
+        &app,
+        Method::POST,
+        "/api/v1/centers",
+        &w.admin,
+        Some(json!({"name": "", "address": "x", "postal_code": "1", "time_zone": "Mars/Olympus"})),
+    )
+    .await;
+    assert_eq!(s, 422);
+    assert!(
+        e["error"]["fields"]["name"].is_string() && e["error"]["fields"]["time_zone"].is_string()
+    );
+    let (s, e) = call(
+        &app,
+        Method::POST,
+        &format!("/api/v1/centers/{}/deliveries", w.center),
+        &w.admin,
+        Some(json!({"vaccine": "NOPE", "doses": -3})),
+    )
+    .await;
+    assert_eq!(s, 422);
+    assert!(
+        e["error"]["fields"]["vaccine"].is_string() && e["error"]["fields"]["doses"].is_string()
+    );
+    let (s, e) = call(&app, Method::POST, &format!("/api/v1/centers/{}/offers", w.center), &w.admin, Some(json!({"vaccine": "PFZ", "doses": "two", "starts_at": "tomorrow", "response_seconds": 5}))).await;
+    assert_eq!(s, 422, "{e}");
+    assert_eq!(
+        call(
+            &app,
+            Method::POST,
+            "/api/v1/vaccines",
+            &w.admin,
+            Some(json!({"code": "PFZ", "name": "again", "min_age": 0, "max_age": 10}))
+        )
+        .await
+        .0,
+        409
+    );
+    assert_eq!(
+        call(&app, Method::GET, "/api/v1/offers/999", &w.admin, None)
+            .await
+            .0,
+        404
+    );
+    assert_eq!(
+        call(
+            &app,
+            Method::GET,
+            "/api/v1/centers/abc/stock",
+            &w.admin,
+            None
+        )
+        .await
+        .0,
+        404
+    );
+    let (s, trail) = call(&app, Method::GET, "/api/v1/audit", &w.admin, None).await;
+    assert_eq!(s, 200);
+    assert!(
+        trail
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["action"] == "stock.delivered")
+    );
+}
+
+#[tokio::test]
+async fn check_in_finds_people_by_national_id_or_name_and_administers_a_dose() {
+    let app = spawn_app().await;
+    let w = world(&app, 20).await;
+    let nid = crate::helpers::be_id(42);
+    // A real sign-up, so the national ID's keyed hash is the one check-in looks for.
+    let mut body = registration(42);
+    body["last_name"] = json!("Vandenbroucke");
+    assert_eq!(
+        app.post_json("/api/v1/registrations", &body).await.status(),
+        202
+    );
+    let (confirm, _) = app.links_for("person42@example.be").await;
+    app.client.post(&confirm).send().await.unwrap();
+    let id = offer(&app, &w, 1, 600).await;
+    crate::engine_wait(&app, &w, id).await;
+    let link = invitation_links(&app)
+        .into_iter()
+        .find(|l| l.contains("/i/"))
+        .unwrap();
+    let r = app
+        .client
+        .post(app.url(&format!(
+            "/api/v1/invitations/{}/accept",
+            link.rsplit('/').next().unwrap()
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let path = format!("/api/v1/centers/{}/appointments", w.center);
+    let (_, today) = call(
+        &app,
+        Method::GET,
+        &format!("{path}?date=2026-11-25"),
+        &w.admin,
+        None,
+    )
+    .await;
+    assert_eq!(today.as_array().unwrap().len(), 1);
+    assert_eq!(today[0]["last_name"], "Vandenbroucke");
+    let spaced = format!(
+        "{}.{}.{}-{}.{}",
+        &nid[0..2],
+        &nid[2..4],
+        &nid[4..6],
+        &nid[6..9],
+        &nid[9..]
+    );
+    let (_, by_id) = call(
+        &app,
+        Method::GET,
+        &format!("{path}?q={spaced}"),
+        &w.admin,
+        None,
+    )
+    .await;
+    let (_, by_name) = call(
+        &app,
+        Method::GET,
+        &format!("{path}?q=vandenbr"),
+        &w.admin,
+        None,
+    )
+    .await;
+    assert_eq!(by_id, by_name);
+    assert_eq!(by_id.as_array().unwrap().len(), 1);
+    let appt = by_id[0]["id"].as_str().unwrap();
+    let (s, a) = call(
+        &app,
+        Method::POST,
+        &format!("/api/v1/appointments/{appt}/status"),
+        &w.admin,
+        Some(json!({"status": "attended"})),
+    )
+    .await;
+    assert_eq!((s, a["status"].as_str()), (200, Some("attended")));
+    let (_, stock) = call(
+        &app,
+        Method::GET,
+        &format!("/api/v1/centers/{}/stock", w.center),
+        &w.admin,
+        None,
+    )
+    .await;
+    assert_eq!(
+        (
+            stock[0]["on_hand"].as_i64(),
+            stock[0]["reserved"].as_i64(),
+            stock[0]["administered"].as_i64()
+        ),
+        (Some(19), Some(0), Some(1))
+    );
+    assert_eq!(app.stats().await["vaccinated"], 1);
+    assert_eq!(
+        call(
+            &app,
+            Method::POST,
+            &format!("/api/v1/appointments/{appt}/status"),
+            &w.admin,
+            Some(json!({"status": "no_show"}))
+        )
+        .await
+        .0,
+        409
+    );
+}
