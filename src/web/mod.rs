@@ -5,6 +5,7 @@ pub mod api;
 pub mod api_staff;
 pub mod extract;
 pub mod pages;
+pub mod pages_staff;
 
 use crate::app::AppState;
 use crate::error::{AppError, PageError};
@@ -27,6 +28,30 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/me/{token}", get(pages::me_page).post(pages::me_submit))
         .route("/stats", get(pages::stats_page))
+        .route("/i/{token}", get(pages_staff::invite))
+        .route("/i/{token}/accept", post(pages_staff::invite_accept))
+        .route("/i/{token}/decline", post(pages_staff::invite_decline))
+        .route(
+            "/login",
+            get(pages_staff::login_page).post(pages_staff::login_submit),
+        )
+        .route("/logout", post(pages_staff::logout))
+        .route("/staff", get(pages_staff::home))
+        .route("/staff/centers/{id}", get(pages_staff::center))
+        .route("/staff/centers/{id}/delivery", post(pages_staff::delivery))
+        .route("/staff/centers/{id}/adjust", post(pages_staff::adjust))
+        .route("/staff/centers/{id}/offers", post(pages_staff::release))
+        .route("/staff/offers/{id}", get(pages_staff::offer))
+        .route("/staff/offers/{id}/close", post(pages_staff::close_offer))
+        .route(
+            "/staff/appointments/{id}/status",
+            post(pages_staff::appointment_status),
+        )
+        .route("/staff/admin", get(pages_staff::admin))
+        .route("/staff/admin/centers", post(pages_staff::admin_center))
+        .route("/staff/admin/vaccines", post(pages_staff::admin_vaccine))
+        .route("/staff/admin/users", post(pages_staff::admin_user))
+        .route("/staff/audit", get(pages_staff::audit))
         .route("/static/style.css", get(pages::stylesheet))
         .route("/static/retry.js", get(pages::retry_script))
         .route("/healthz", get(api::healthz))

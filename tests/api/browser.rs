@@ -247,3 +247,56 @@ async fn a_newcomer_signs_up_confirms_and_sees_the_stats_in_chromium_without_jav
     d.click("input[value=pause] ~ button").await;
     d.wait_for("Status: paused").await;
 }
+
+#[tokio::test]
+async fn staff_log_in_record_a_delivery_see_the_stock_and_check_a_person_in() {
+    use crate::setup::*;
+    let Some(d) = Driver::start().await else {
+        return;
+    };
+    let app = spawn_app().await;
+    let w = world(&app, 10).await;
+    user(&app, "nurse@example.be", "staff", Some(w.center)).await;
+    person(&app, Person::new(1), 1_000).await;
+    let id = offer(&app, &w, 1, 600).await;
+    crate::engine_wait(&app, &w, id).await;
+
+    // The invited person accepts on the invitation page, without JavaScript.
+    let link = invitation_links(&app).pop().unwrap();
+    d.goto(&format!("{link}?lang=en")).await;
+    d.wait_for("A dose is waiting for you").await;
+    d.click("#accept").await;
+    d.wait_for("Your appointment is confirmed").await;
+
+    d.goto(&app.url("/login?lang=en")).await;
+    d.type_into("#email", "nurse@example.be").await;
+    d.type_into("#password", "correct horse battery staple")
+        .await;
+    d.click("button[type=submit]").await;
+    let text = d.wait_for("Record a delivery").await;
+    assert!(text.contains("Heysel"), "{text}");
+    d.type_into("#delivery-doses", "25").await;
+    d.click("#delivery-submit").await;
+    let text = d.wait_for("Saved.").await;
+    // 10 delivered + 25: 35 on hand, 1 reserved for the booking, 34 free.
+    assert!(text.contains("PFZ 35 1 34 0"), "{text}");
+
+    d.goto(&app.url(&format!(
+        "/staff/centers/{}?date=2026-11-25&lang=en",
+        w.center
+    )))
+    .await;
+    let text = d.wait_for("First1 Last1").await;
+    assert!(text.contains("booked"), "{text}");
+    d.click("button.attend").await;
+    let text = d.wait_for("attended").await;
+    assert!(text.contains("PFZ 34 0 34 1"), "{text}");
+    if let Ok(dir) = std::env::var("STANDBY_SCREENSHOTS") {
+        d.screenshot(&std::path::Path::new(&dir).join("staff-centre.png"))
+            .await;
+    }
+    // The other centre is out of bounds for this account.
+    d.goto(&app.url(&format!("/staff/centers/{}?lang=en", w.center_b)))
+        .await;
+    d.wait_for("Something went wrong").await;
+}
