@@ -1,6 +1,10 @@
 //! Staff pages (session cookie + CSRF token in every form) and the
 //! invitation page `/i/{token}`.
 
+// Handlers answer early with a ready response (a redirect to the log-in page,
+// an error page); that is what `Err` carries here.
+#![allow(clippy::result_large_err)]
+
 use super::extract::{FormBody, Lang, client_ip, peer_addr};
 use crate::app::AppState;
 use crate::error::{AppError, PageError};
