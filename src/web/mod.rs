@@ -95,6 +95,7 @@ pub fn router(state: AppState) -> Router {
             "/api/v1/appointments/{id}/status",
             post(api_staff::appointment_status),
         )
+        .route("/api/v1/receipts/sms", post(api_staff::sms_receipt))
         .route("/api/v1/invitations/{token}", get(api_staff::invitation))
         .route(
             "/api/v1/invitations/{token}/accept",

@@ -6,6 +6,7 @@ mod bad_input;
 mod browser;
 mod cli;
 mod engine;
+mod gateway;
 mod helpers;
 mod selfservice;
 mod setup;

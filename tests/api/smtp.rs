@@ -4,9 +4,9 @@ use crate::helpers::*;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-struct Sink {
+pub struct Sink {
     child: Child,
-    dir: tempfile::TempDir,
+    pub dir: tempfile::TempDir,
 }
 
 impl Drop for Sink {
@@ -16,14 +16,14 @@ impl Drop for Sink {
     }
 }
 
-fn aiosmtpd_available() -> bool {
+pub fn aiosmtpd_available() -> bool {
     Command::new("python3")
         .args(["-c", "import aiosmtpd"])
         .status()
         .is_ok_and(|s| s.success())
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -31,13 +31,18 @@ fn free_port() -> u16 {
         .port()
 }
 
-async fn start_sink(port: u16) -> Sink {
+pub async fn start_sink(port: u16) -> Sink {
+    start_sink_stalling(port, 0.0).await
+}
+
+pub async fn start_sink_stalling(port: u16, stall_seconds: f64) -> Sink {
     let dir = tempfile::tempdir().unwrap();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/support/smtp_sink.py");
     let child = Command::new("python3")
         .arg(script)
         .arg(port.to_string())
         .arg(dir.path())
+        .arg(stall_seconds.to_string())
         .stdout(Stdio::null())
         .spawn()
         .unwrap();

@@ -1,22 +1,37 @@
 """A real SMTP server for the tests: accepts every message on 127.0.0.1:PORT
 and writes each one, as received, to DIR/<n>.eml.
 
-    python3 tests/support/smtp_sink.py PORT DIR
+    python3 tests/support/smtp_sink.py PORT DIR [STALL_SECONDS]
+
+Recipients containing "reject" are refused for good (550). With
+STALL_SECONDS, the server holds every message that long before answering
+during its first STALL_SECONDS of life (an SMTP server that stalls).
 """
 import asyncio
 import itertools
 import os
 import sys
+import time
 
 from aiosmtpd.controller import Controller
 
 
 class Sink:
-    def __init__(self, folder):
+    def __init__(self, folder, stall):
         self.folder = folder
         self.counter = itertools.count(1)
+        self.stall_until = time.monotonic() + stall
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        if "reject" in address:
+            return "550 5.1.1 mailbox unavailable"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
 
     async def handle_DATA(self, server, session, envelope):
+        wait = self.stall_until - time.monotonic()
+        if wait > 0:
+            await asyncio.sleep(wait)
         n = next(self.counter)
         tmp = os.path.join(self.folder, f".{n}.tmp")
         with open(tmp, "wb") as f:
@@ -27,8 +42,9 @@ class Sink:
 
 def main():
     port, folder = int(sys.argv[1]), sys.argv[2]
+    stall = float(sys.argv[3]) if len(sys.argv) > 3 else 0.0
     os.makedirs(folder, exist_ok=True)
-    controller = Controller(Sink(folder), hostname="127.0.0.1", port=port)
+    controller = Controller(Sink(folder, stall), hostname="127.0.0.1", port=port)
     controller.start()
     print("ready", flush=True)
     try:

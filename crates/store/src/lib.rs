@@ -188,6 +188,12 @@ pub trait Store: StaffStore + EngineStore + Send + Sync + 'static {
     async fn message_failed(&self, id: i64, worker: &str, now: i64, error: &str) -> Result<()>;
     async fn next_message_due(&self, channel: &str) -> Result<Option<i64>>;
     async fn outbox_counts(&self) -> Result<Vec<(String, String, i64)>>;
+    /// Records a gateway's delivery receipt; `false` when the reference is unknown.
+    /// A failed delivery of an invitation's only handed-over message makes the
+    /// invitation undeliverable (no penalty) if it is still unanswered.
+    async fn message_receipt(&self, reference: &str, delivered: bool, now: i64) -> Result<bool>;
+    /// Outbox rows of one kind as (reference, channel, status, attempts), for checks and tests.
+    async fn messages_of_kind(&self, kind: &str) -> Result<Vec<(String, String, String, i64)>>;
 
     // Centres, vaccines, stock, staff
     async fn create_center(&self, c: &NewCenter, actor: &str, now: i64) -> Result<CenterRecord>;

@@ -700,6 +700,57 @@ impl Store for SqlStore {
         })
     }
 
+    async fn message_receipt(&self, reference: &str, delivered: bool, now: i64) -> Result<bool> {
+        on_db!(self, |p| {
+            let mut tx = p.begin_write().await?;
+            let row = sqlx::query("UPDATE outbox SET delivery = $2, delivery_at = $3 WHERE reference = $1 RETURNING id, invitation_id")
+                .bind(reference)
+                .bind(if delivered { "delivered" } else { "failed" })
+                .bind(now)
+                .fetch_optional(&mut *tx)
+                .await?;
+            let Some(row) = row else { return Ok(false) };
+            let id: i64 = row.try_get(0)?;
+            let invitation: Option<i64> = row.try_get(1)?;
+            audit!(tx, now, "gateway", if delivered { "message.delivered" } else { "message.delivery_failed" }, "message", id, "{}");
+            if let (false, Some(inv)) = (delivered, invitation) {
+                let reached: i64 = sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM outbox WHERE invitation_id = $1 AND status IN ('queued', 'sending') OR \
+                     (invitation_id = $1 AND status = 'sent' AND (delivery IS NULL OR delivery <> 'failed'))",
+                )
+                .bind(inv)
+                .fetch_one(&mut *tx)
+                .await?;
+                if reached == 0 {
+                    let reg: Option<i64> = sqlx::query_scalar(
+                        "UPDATE invitations SET status = 'undeliverable', answered_at = $2 WHERE id = $1 AND status IN ('queued', 'sent') RETURNING registrant_id",
+                    )
+                    .bind(inv)
+                    .bind(now)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    if let Some(reg) = reg {
+                        sqlx::query("UPDATE registrants SET status = 'waiting', status_changed_at = $2 WHERE id = $1 AND status = 'invited'")
+                            .bind(reg)
+                            .bind(now)
+                            .execute(&mut *tx)
+                            .await?;
+                        audit!(tx, now, "gateway", "invitation.undeliverable", "invitation", inv, "{}");
+                    }
+                }
+            }
+            tx.commit().await?;
+            Ok(true)
+        })
+    }
+
+    async fn messages_of_kind(&self, kind: &str) -> Result<Vec<(String, String, String, i64)>> {
+        on_db!(self, |p| {
+            let rows = sqlx::query("SELECT reference, channel, status, attempts FROM outbox WHERE kind = $1 ORDER BY id").bind(kind).fetch_all(p).await?;
+            rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?))).collect()
+        })
+    }
+
     async fn create_center(&self, c: &NewCenter, actor: &str, now: i64) -> Result<CenterRecord> {
         on_db!(self, |p| {
             let mut tx = p.begin_write().await?;
