@@ -325,14 +325,29 @@ pub async fn decline(
 }
 
 /// `POST /api/v1/receipts/sms`: a gateway's signed delivery receipt.
-pub async fn sms_receipt(State(state): State<AppState>, headers: axum::http::HeaderMap, body: axum::body::Bytes) -> Result<Json<Value>, AppError> {
+pub async fn sms_receipt(
+    State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, AppError> {
     // The signature is checked over the exact bytes before anything is parsed.
-    let Some(secret) = state.config.receipt_secret.as_deref() else { return Err(AppError::Unauthorized) };
-    let signature = headers.get("x-standby-signature").and_then(|v| v.to_str().ok()).unwrap_or("");
+    let Some(secret) = state.config.receipt_secret.as_deref() else {
+        return Err(AppError::Unauthorized);
+    };
+    let signature = headers
+        .get("x-standby-signature")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
     if !crate::security::verify_hmac_hex(secret.as_bytes(), &body, signature) {
         return Err(AppError::Unauthorized);
     }
-    let v: Value = serde_json::from_slice(&body).map_err(|e| AppError::BadRequest(format!("malformed JSON at line {} column {}", e.line(), e.column())))?;
+    let v: Value = serde_json::from_slice(&body).map_err(|e| {
+        AppError::BadRequest(format!(
+            "malformed JSON at line {} column {}",
+            e.line(),
+            e.column()
+        ))
+    })?;
     let mut o = Obj::new(&v)?;
     let reference = o.str("reference").unwrap_or("").to_string();
     let status = o.str("status").unwrap_or("").to_string();
@@ -350,7 +365,11 @@ pub async fn sms_receipt(State(state): State<AppState>, headers: axum::http::Hea
         }
     };
     problems.into_result()?;
-    if !state.store.message_receipt(&reference, delivered, state.clock.now_ms()).await? {
+    if !state
+        .store
+        .message_receipt(&reference, delivered, state.clock.now_ms())
+        .await?
+    {
         return Err(AppError::NotFound);
     }
     state.engine_wake.notify_waiters();

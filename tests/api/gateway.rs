@@ -26,11 +26,19 @@ pub struct Gateway {
     pub behaviour: Behaviour,
     /// Every request: (reference, to, body, answered status).
     pub requests: Mutex<Vec<(String, String, String, u16)>>,
+    /// When each request arrived.
+    pub times: Mutex<Vec<std::time::Instant>>,
 }
 
 impl Gateway {
     pub fn accepted(&self) -> Vec<(String, String, String)> {
-        self.requests.lock().unwrap().iter().filter(|r| r.3 == 200).map(|r| (r.0.clone(), r.1.clone(), r.2.clone())).collect()
+        self.requests
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| r.3 == 200)
+            .map(|r| (r.0.clone(), r.1.clone(), r.2.clone()))
+            .collect()
     }
 }
 
@@ -43,23 +51,35 @@ async fn receive(State(gw): State<Arc<Gateway>>, Json(v): Json<Value>) -> impl I
     let seen = reqs.iter().any(|r| r.0 == reference);
     let status = if gw.behaviour.reject_to.as_deref() == Some(to.as_str()) {
         400
-    } else if gw.behaviour.fail_every.is_some_and(|k| n % k == 0) || (gw.behaviour.fail_first_try && !seen) {
+    } else if gw.behaviour.fail_every.is_some_and(|k| n % k == 0)
+        || (gw.behaviour.fail_first_try && !seen)
+    {
         503
     } else {
         200
     };
     reqs.push((reference, to, body, status));
+    gw.times.lock().unwrap().push(std::time::Instant::now());
     let mut headers = HeaderMap::new();
     if status == 503 {
         headers.insert("retry-after", "1".parse().unwrap());
     }
-    (StatusCode::from_u16(status).unwrap(), headers, Json(json!({"ok": status == 200})))
+    (
+        StatusCode::from_u16(status).unwrap(),
+        headers,
+        Json(json!({"ok": status == 200})),
+    )
 }
 
 /// Starts the gateway; gives its URL and its record.
 pub async fn start(behaviour: Behaviour) -> (String, Arc<Gateway>) {
-    let gw = Arc::new(Gateway { behaviour, requests: Mutex::new(Vec::new()) });
-    let app = axum::Router::new().route("/sms", axum::routing::post(receive)).with_state(gw.clone());
+    let gw = Arc::new(Gateway {
+        behaviour,
+        ..Default::default()
+    });
+    let app = axum::Router::new()
+        .route("/sms", axum::routing::post(receive))
+        .with_state(gw.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/sms", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
@@ -78,26 +98,57 @@ async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
 
 #[tokio::test]
 async fn sms_retries_keep_their_reference_and_honour_retry_after() {
-    let (url, gw) = start(Behaviour { fail_first_try: true, ..Default::default() }).await;
-    let app = spawn_with(Options { env: vec![("STANDBY_SMS", url)], ..Default::default() }).await;
+    let (url, gw) = start(Behaviour {
+        fail_first_try: true,
+        ..Default::default()
+    })
+    .await;
+    let app = spawn_with(Options {
+        env: vec![("STANDBY_SMS", url)],
+        ..Default::default()
+    })
+    .await;
     let w = world(&app, 10).await;
     for n in 0..3 {
-        person(&app, Person { phone: Some(&format!("+3247000000{n}")), ..Person::new(n) }, 1_000 + i64::from(n)).await;
+        person(
+            &app,
+            Person {
+                phone: Some(&format!("+3247000000{n}")),
+                ..Person::new(n)
+            },
+            1_000 + i64::from(n),
+        )
+        .await;
     }
     offer(&app, &w, 2, 600).await;
-    eventually("three first tries", || gw.requests.lock().unwrap().len() >= 3).await;
+    eventually("three first tries", || {
+        gw.requests.lock().unwrap().len() >= 3
+    })
+    .await;
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    assert_eq!(gw.requests.lock().unwrap().len(), 3, "no retry before Retry-After has passed on the clock");
+    assert_eq!(
+        gw.requests.lock().unwrap().len(),
+        3,
+        "no retry before Retry-After has passed on the clock"
+    );
     app.clock.advance_ms(5_000);
     eventually("retried", || gw.accepted().len() == 3).await;
     let reqs = gw.requests.lock().unwrap().clone();
     for (reference, ..) in gw.accepted() {
         let tries: Vec<_> = reqs.iter().filter(|r| r.0 == reference).collect();
-        assert_eq!(tries.len(), 2, "{reference}: one 503 then one 200, same reference");
+        assert_eq!(
+            tries.len(),
+            2,
+            "{reference}: one 503 then one 200, same reference"
+        );
         assert_eq!((tries[0].3, tries[1].3), (503, 200));
     }
     let sms = app.store().messages_of_kind("invitation").await.unwrap();
-    assert!(sms.iter().filter(|m| m.1 == "sms").all(|m| m.2 == "sent" && m.3 == 2));
+    assert!(
+        sms.iter()
+            .filter(|m| m.1 == "sms")
+            .all(|m| m.2 == "sent" && m.3 == 2)
+    );
 }
 
 #[tokio::test]
@@ -107,10 +158,30 @@ async fn no_channel_at_all_makes_an_invitation_undeliverable_with_no_penalty() {
     }
     let port = crate::smtp::free_port();
     let _sink = crate::smtp::start_sink(port).await;
-    let (url, gw) = start(Behaviour { reject_to: Some("+32470000099".into()), ..Default::default() }).await;
-    let app = spawn_with(Options { env: vec![("STANDBY_SMS", url), ("STANDBY_EMAIL", format!("smtp://127.0.0.1:{port}"))], ..Default::default() }).await;
+    let (url, gw) = start(Behaviour {
+        reject_to: Some("+32470000099".into()),
+        ..Default::default()
+    })
+    .await;
+    let app = spawn_with(Options {
+        env: vec![
+            ("STANDBY_SMS", url),
+            ("STANDBY_EMAIL", format!("smtp://127.0.0.1:{port}")),
+        ],
+        ..Default::default()
+    })
+    .await;
     let w = world(&app, 10).await;
-    let who = person(&app, Person { phone: Some("+32470000099"), email: Some("reject@example.be".into()), ..Person::new(1) }, 1_000).await;
+    let who = person(
+        &app,
+        Person {
+            phone: Some("+32470000099"),
+            email: Some("reject@example.be".into()),
+            ..Person::new(1)
+        },
+        1_000,
+    )
+    .await;
     let id = offer(&app, &w, 1, 60).await;
     for _ in 0..200 {
         if offer_state(&app, &w, id).await["invitations"]["undeliverable"] == 1 {
@@ -118,40 +189,107 @@ async fn no_channel_at_all_makes_an_invitation_undeliverable_with_no_penalty() {
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    assert_eq!(offer_state(&app, &w, id).await["invitations"]["undeliverable"], 1);
+    assert_eq!(
+        offer_state(&app, &w, id).await["invitations"]["undeliverable"],
+        1
+    );
     assert_eq!(gw.requests.lock().unwrap().len(), 1, "a 4xx is not retried");
     // Time passes: no expiry, no pause, the person is waiting with their place.
     app.clock.advance_ms(3_600_000);
     standby::services::engine::tick(&app.state).await.unwrap();
     let row = app.store().registrant_raw_row(who).await.unwrap().unwrap();
-    assert_eq!(row.iter().find(|(c, _)| c == "status").unwrap().1.as_deref(), Some("waiting"));
-    assert!(app.store().messages_of_kind("paused").await.unwrap().is_empty());
+    assert_eq!(
+        row.iter()
+            .find(|(c, _)| c == "status")
+            .unwrap()
+            .1
+            .as_deref(),
+        Some("waiting")
+    );
+    assert!(
+        app.store()
+            .messages_of_kind("paused")
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 #[tokio::test]
 async fn signed_receipts_are_recorded_and_bad_signatures_change_nothing() {
     let (url, gw) = start(Behaviour::default()).await;
     let secret = "receipt-secret-123";
-    let app = spawn_with(Options { env: vec![("STANDBY_SMS", url), ("STANDBY_RECEIPT_SECRET", secret.into())], ..Default::default() }).await;
+    let app = spawn_with(Options {
+        env: vec![
+            ("STANDBY_SMS", url),
+            ("STANDBY_RECEIPT_SECRET", secret.into()),
+        ],
+        ..Default::default()
+    })
+    .await;
     let w = world(&app, 10).await;
-    person(&app, Person { phone: Some("+32470000001"), ..Person::new(1) }, 1_000).await;
+    person(
+        &app,
+        Person {
+            phone: Some("+32470000001"),
+            ..Person::new(1)
+        },
+        1_000,
+    )
+    .await;
     let id = offer(&app, &w, 1, 600).await;
     eventually("sms sent", || gw.accepted().len() == 1).await;
     let reference = gw.accepted()[0].0.clone();
     let post = |body: String, sig: String| {
         let client = app.client.clone();
         let url = app.url("/api/v1/receipts/sms");
-        async move { client.post(url).header("content-type", "application/json").header("x-standby-signature", sig).body(body).send().await.unwrap().status().as_u16() }
+        async move {
+            client
+                .post(url)
+                .header("content-type", "application/json")
+                .header("x-standby-signature", sig)
+                .body(body)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
     };
     let body = json!({"reference": reference, "status": "failed"}).to_string();
     let good = standby::security::hmac_hex(secret.as_bytes(), body.as_bytes());
     assert_eq!(post(body.clone(), "00".repeat(32)).await, 401);
-    assert_eq!(post(body.clone(), standby::security::hmac_hex(b"other", body.as_bytes())).await, 401);
-    assert_eq!(offer_state(&app, &w, id).await["invitations"]["sent"], 1, "nothing changed");
+    assert_eq!(
+        post(
+            body.clone(),
+            standby::security::hmac_hex(b"other", body.as_bytes())
+        )
+        .await,
+        401
+    );
+    assert_eq!(
+        offer_state(&app, &w, id).await["invitations"]["sent"],
+        1,
+        "nothing changed"
+    );
     let unknown = json!({"reference": "nope", "status": "delivered"}).to_string();
-    assert_eq!(post(unknown.clone(), standby::security::hmac_hex(secret.as_bytes(), unknown.as_bytes())).await, 404);
+    assert_eq!(
+        post(
+            unknown.clone(),
+            standby::security::hmac_hex(secret.as_bytes(), unknown.as_bytes())
+        )
+        .await,
+        404
+    );
     let bad = json!({"reference": reference, "status": "lost"}).to_string();
-    assert_eq!(post(bad.clone(), standby::security::hmac_hex(secret.as_bytes(), bad.as_bytes())).await, 422);
+    assert_eq!(
+        post(
+            bad.clone(),
+            standby::security::hmac_hex(secret.as_bytes(), bad.as_bytes())
+        )
+        .await,
+        422
+    );
     // The e-mail of this invitation was handed over too, so a failed SMS leaves it open.
     assert_eq!(post(body, good).await, 200);
     assert_eq!(offer_state(&app, &w, id).await["invitations"]["sent"], 1);

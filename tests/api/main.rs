@@ -8,6 +8,7 @@ mod cli;
 mod engine;
 mod gateway;
 mod helpers;
+mod qvax;
 mod selfservice;
 mod setup;
 mod signup;

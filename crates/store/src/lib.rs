@@ -109,6 +109,11 @@ pub trait EngineStore: Send + Sync {
         render: Renderer<'_, ()>,
     ) -> Result<i64>;
     async fn close_offer(&self, id: i64, actor: &str, now: i64) -> Result<OfferRecord>;
+    /// Every invitation of an offer as (registrant, status, sent_at, expires_at).
+    async fn invitations_of_offer(
+        &self,
+        offer_id: i64,
+    ) -> Result<Vec<(i64, String, Option<i64>, Option<i64>)>>;
     async fn appointments(
         &self,
         center_id: i64,

@@ -712,7 +712,19 @@ impl Store for SqlStore {
             let Some(row) = row else { return Ok(false) };
             let id: i64 = row.try_get(0)?;
             let invitation: Option<i64> = row.try_get(1)?;
-            audit!(tx, now, "gateway", if delivered { "message.delivered" } else { "message.delivery_failed" }, "message", id, "{}");
+            audit!(
+                tx,
+                now,
+                "gateway",
+                if delivered {
+                    "message.delivered"
+                } else {
+                    "message.delivery_failed"
+                },
+                "message",
+                id,
+                "{}"
+            );
             if let (false, Some(inv)) = (delivered, invitation) {
                 let reached: i64 = sqlx::query_scalar(
                     "SELECT COUNT(*) FROM outbox WHERE invitation_id = $1 AND status IN ('queued', 'sending') OR \
@@ -735,7 +747,15 @@ impl Store for SqlStore {
                             .bind(now)
                             .execute(&mut *tx)
                             .await?;
-                        audit!(tx, now, "gateway", "invitation.undeliverable", "invitation", inv, "{}");
+                        audit!(
+                            tx,
+                            now,
+                            "gateway",
+                            "invitation.undeliverable",
+                            "invitation",
+                            inv,
+                            "{}"
+                        );
                     }
                 }
             }
@@ -747,7 +767,9 @@ impl Store for SqlStore {
     async fn messages_of_kind(&self, kind: &str) -> Result<Vec<(String, String, String, i64)>> {
         on_db!(self, |p| {
             let rows = sqlx::query("SELECT reference, channel, status, attempts FROM outbox WHERE kind = $1 ORDER BY id").bind(kind).fetch_all(p).await?;
-            rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?))).collect()
+            rows.iter()
+                .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?)))
+                .collect()
         })
     }
 

@@ -500,6 +500,11 @@ impl EngineStore for SqlStore {
                 .bind(offer_id)
                 .fetch_optional(&mut *tx)
                 .await?;
+            // Its messages not yet handed over need not leave any more.
+            sqlx::query("UPDATE outbox SET status = 'withdrawn', body = NULL, recipient = NULL WHERE invitation_id = $1 AND status = 'queued'")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
             // Claim the invitation: a concurrent answer to the same one waits
             // on this row and then finds it answered.
             let claimed: Option<i64> = sqlx::query_scalar("UPDATE invitations SET status = 'accepted', answered_at = $2 WHERE id = $1 AND status IN ('queued', 'sent') RETURNING id")
@@ -740,6 +745,18 @@ impl EngineStore for SqlStore {
             let offer = offer_from_row!(r);
             tx.commit().await?;
             Ok(offer)
+        })
+    }
+
+    async fn invitations_of_offer(
+        &self,
+        offer_id: i64,
+    ) -> Result<Vec<(i64, String, Option<i64>, Option<i64>)>> {
+        on_db!(self, |p| {
+            let rows = sqlx::query("SELECT registrant_id, status, sent_at, expires_at FROM invitations WHERE offer_id = $1 ORDER BY id").bind(offer_id).fetch_all(p).await?;
+            rows.iter()
+                .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?)))
+                .collect()
         })
     }
 
