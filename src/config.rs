@@ -50,6 +50,8 @@ pub struct Config {
     pub admin: Option<(String, String)>,
     /// How many sign-ups may wait for the database before new ones get 503.
     pub signup_queue: usize,
+    /// How long a process keeps a claimed message before another may take it over.
+    pub lease_ms: i64,
 }
 
 impl std::fmt::Debug for Config {
@@ -272,6 +274,7 @@ impl Config {
             receipt_secret: env("STANDBY_RECEIPT_SECRET"),
             admin,
             signup_queue: parse_rate(env, "STANDBY_SIGNUP_QUEUE", 4096, false)? as usize,
+            lease_ms: i64::from(parse_rate(env, "STANDBY_LEASE_SECONDS", 60, false)?) * 1000,
         })
     }
 }

@@ -13,8 +13,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 
-/// How long a claimed message stays with the process that claimed it.
-pub const LEASE_MS: i64 = 60_000;
 /// After this many tries a message is given up as undeliverable.
 pub const MAX_ATTEMPTS: i64 = 12;
 
@@ -58,7 +56,7 @@ pub async fn run_channel(state: AppState, channel: Arc<dyn Channel>, rate_per_s:
                 name,
                 &state.worker_id,
                 now,
-                LEASE_MS,
+                state.config.lease_ms,
                 i64::from(rate_per_s.clamp(1, 500)),
             )
             .await;

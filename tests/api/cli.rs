@@ -160,6 +160,7 @@ async fn migrate_user_add_and_demo() {
 
 #[tokio::test]
 async fn serve_answers_and_stops_on_sigterm() {
+    standby::init_tls();
     let tmp = tempfile::tempdir().unwrap();
     let db = fresh_database_url(tmp.path()).await;
     let port = std::net::TcpListener::bind("127.0.0.1:0")

@@ -171,6 +171,8 @@ pub trait Store: StaffStore + EngineStore + Send + Sync + 'static {
     async fn withdraw_registrant(&self, id: i64, now: i64) -> Result<()>;
     async fn registrant_raw_row(&self, id: i64) -> Result<Option<Vec<(String, Option<String>)>>>;
     async fn stats(&self) -> Result<Stats>;
+    /// Is a registrant with this national-ID hash on the list?
+    async fn has_registrant(&self, nid_hash: &str) -> Result<bool>;
 
     // Messages
     async fn enqueue_message(&self, msg: &NewMessage, now: i64) -> Result<()>;

@@ -522,6 +522,16 @@ impl Store for SqlStore {
         })
     }
 
+    async fn has_registrant(&self, nid_hash: &str) -> Result<bool> {
+        on_db!(self, |p| {
+            let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM registrants WHERE nid_hash = $1")
+                .bind(nid_hash)
+                .fetch_one(p)
+                .await?;
+            Ok(n > 0)
+        })
+    }
+
     async fn enqueue_message(&self, msg: &NewMessage, now: i64) -> Result<()> {
         on_db!(self, |p| {
             let mut tx = p.begin_write().await?;
