@@ -289,3 +289,122 @@ async fn no_message_is_lost_or_sent_twice_across_kill_9_during_dispatch() {
         .unwrap();
     assert_eq!(o["invitations"]["sent"], 40);
 }
+
+/// An admin token, a centre with 100 doses, and `people` confirmed registrants with phones.
+async fn populate(base: &str, outbox: &std::path::Path, people: u32) -> (String, String) {
+    let http = reqwest::Client::new();
+    let token = http
+        .post(format!("{base}/api/v1/login"))
+        .json(&json!({"email": "admin@example.be", "password": "admin password 123"}))
+        .send()
+        .await
+        .unwrap();
+    let token = token.json::<Value>().await.unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let post = |path: &str, body: Value| {
+        http.post(format!("{base}{path}"))
+            .bearer_auth(&token)
+            .json(&body)
+            .send()
+    };
+    let c: Value = post("/api/v1/centers", json!({"name": "Heysel", "address": "x", "postal_code": "1020", "time_zone": "Europe/Brussels"})).await.unwrap().json().await.unwrap();
+    let center = c["id"].as_str().unwrap().to_string();
+    post(
+        "/api/v1/vaccines",
+        json!({"code": "PFZ", "name": "x", "min_age": 18, "max_age": 120}),
+    )
+    .await
+    .unwrap();
+    post(
+        &format!("/api/v1/centers/{center}/deliveries"),
+        json!({"vaccine": "PFZ", "doses": 100}),
+    )
+    .await
+    .unwrap();
+    for n in 0..people {
+        let mut body = registration(n);
+        body["phone"] = json!(format!("+3247{n:07}"));
+        assert_eq!(
+            http.post(format!("{base}/api/v1/registrations"))
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            202
+        );
+    }
+    for mail in wait_for_files(outbox, "eml", people as usize).await {
+        assert_eq!(
+            http.post(find_link(&mail, "/confirm/"))
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            200
+        );
+    }
+    (token, center)
+}
+
+#[tokio::test]
+async fn two_processes_on_one_database_share_the_dispatch_without_doubles() {
+    standby::init_tls();
+    let tmp = tempfile::tempdir().unwrap();
+    let db = fresh_database_url(tmp.path()).await;
+    let (gateway, gw) = start(Behaviour {
+        fail_every: Some(7),
+        ..Default::default()
+    })
+    .await;
+    let env = [
+        ("STANDBY_SMS", gateway),
+        ("STANDBY_SMS_RATE", "50".to_string()),
+        ("STANDBY_ADMIN_EMAIL", "admin@example.be".to_string()),
+        ("STANDBY_ADMIN_PASSWORD", "admin password 123".to_string()),
+    ];
+    let a = serve(tmp.path(), &db, free_port(), &env).await;
+    let b = serve(tmp.path(), &db, free_port(), &env).await;
+    let (token, center) = populate(&a.base, &tmp.path().join("outbox"), 60).await;
+    let http = reqwest::Client::new();
+    let r = http
+        .post(format!("{}/api/v1/centers/{center}/offers", b.base))
+        .bearer_auth(&token)
+        .json(&json!({"vaccine": "PFZ", "doses": 30, "starts_at": "2030-01-02T09:00:00Z", "ends_at": "2030-01-02T17:00:00Z", "response_seconds": 3600}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let store = standby::open_store(&db).await.unwrap();
+    for _ in 0..400 {
+        let sms = store.messages_of_kind("invitation").await.unwrap();
+        if sms.iter().filter(|m| m.1 == "sms").count() == 60 && sms.iter().all(|m| m.2 == "sent") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let sms: Vec<_> = store
+        .messages_of_kind("invitation")
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|m| m.1 == "sms")
+        .collect();
+    assert_eq!(
+        sms.len(),
+        60,
+        "both engines together invited twice the doses, no more"
+    );
+    assert!(sms.iter().all(|m| m.2 == "sent"));
+    let accepted = gw.accepted();
+    let refs: std::collections::HashSet<&str> = accepted.iter().map(|a| a.0.as_str()).collect();
+    assert_eq!(
+        (accepted.len(), refs.len()),
+        (60, 60),
+        "every SMS handed over exactly once"
+    );
+    let stats = store.stats().await.unwrap();
+    assert_eq!(stats.invited, 60);
+}
