@@ -159,66 +159,15 @@ async fn no_message_is_lost_or_sent_twice_across_kill_9_during_dispatch() {
         ("STANDBY_ADMIN_PASSWORD", "admin password 123".to_string()),
     ];
     let server = serve(tmp.path(), &db, port, &env).await;
+    let (token, center) = populate(&server.base, &tmp.path().join("outbox"), 40).await;
     let http = reqwest::Client::new();
-    let token = http
-        .post(format!("{}/api/v1/login", server.base))
-        .json(&json!({"email": "admin@example.be", "password": "admin password 123"}))
-        .send()
-        .await
-        .unwrap();
-    let token = token.json::<Value>().await.unwrap()["token"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let store = standby::open_store(&db).await.unwrap();
     let post = |path: &str, body: Value| {
         http.post(format!("{}{path}", server.base))
             .bearer_auth(&token)
             .json(&body)
             .send()
     };
-    let c: Value = post("/api/v1/centers", json!({"name": "Heysel", "address": "x", "postal_code": "1020", "time_zone": "Europe/Brussels"})).await.unwrap().json().await.unwrap();
-    let center = c["id"].as_str().unwrap().to_string();
-    assert_eq!(
-        post(
-            "/api/v1/vaccines",
-            json!({"code": "PFZ", "name": "x", "min_age": 18, "max_age": 120})
-        )
-        .await
-        .unwrap()
-        .status(),
-        201
-    );
-    assert_eq!(
-        post(
-            &format!("/api/v1/centers/{center}/deliveries"),
-            json!({"vaccine": "PFZ", "doses": 100})
-        )
-        .await
-        .unwrap()
-        .status(),
-        201
-    );
-    // Registrants with phones, confirmed through the real links.
-    let store = standby::open_store(&db).await.unwrap();
-    for n in 0..40u32 {
-        let mut body = registration(n);
-        body["phone"] = json!(format!("+3247{n:07}"));
-        assert_eq!(
-            http.post(format!("{}/api/v1/registrations", server.base))
-                .json(&body)
-                .send()
-                .await
-                .unwrap()
-                .status(),
-            202
-        );
-    }
-    let outbox = tmp.path().join("outbox");
-    let mails = wait_for_files(&outbox, "eml", 40).await;
-    for mail in &mails {
-        let link = find_link(mail, "/confirm/");
-        assert_eq!(http.post(&link).send().await.unwrap().status(), 200);
-    }
     let r = post(
         &format!("/api/v1/centers/{center}/offers"),
         json!({"vaccine": "PFZ", "doses": 20, "starts_at": "2030-01-02T09:00:00Z", "ends_at": "2030-01-02T17:00:00Z", "response_seconds": 3600}),
