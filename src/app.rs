@@ -35,6 +35,15 @@ impl App {
             standby_store::Backend::Sqlite => 1,
             standby_store::Backend::Postgres => 4,
         };
+        let upkeep = store.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                if let Err(e) = upkeep.maintenance().await {
+                    tracing::warn!(error = %e, "database upkeep failed");
+                }
+            }
+        });
         let signups = SignupWriter::start(
             store.clone(),
             clock.clone(),

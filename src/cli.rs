@@ -160,14 +160,35 @@ async fn serve(config: Config, may_seed_demo: bool) -> anyhow::Result<()> {
             .await?
             .print();
     }
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
+    let reuse_port = process_env("STANDBY_REUSE_PORT").is_some_and(|v| v == "1" || v == "true");
+    let listener = bind(config.listen, reuse_port)
         .map_err(|e| anyhow::anyhow!("cannot listen on {} (STANDBY_LISTEN): {e}", config.listen))?;
     let state = crate::App::new(config, store, clock);
     crate::spawn_workers(&state)?;
     tracing::info!(address = %state.config.listen, "serving on {}", state.config.public_url);
     crate::serve_until(listener, state, shutdown_signal()).await?;
     Ok(())
+}
+
+/// Binds the listening socket with a deep accept queue (a launch-day surge
+/// connects all at once). With `reuse_port`, several `standby serve`
+/// processes share one port (SO_REUSEPORT) and the kernel spreads
+/// connections across them.
+pub fn bind(
+    addr: std::net::SocketAddr,
+    reuse_port: bool,
+) -> std::io::Result<tokio::net::TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    #[cfg(unix)]
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(65_535)?;
+    tokio::net::TcpListener::from_std(socket.into())
 }
 
 async fn shutdown_signal() {

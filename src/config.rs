@@ -273,7 +273,7 @@ impl Config {
             trusted_proxies,
             receipt_secret: env("STANDBY_RECEIPT_SECRET"),
             admin,
-            signup_queue: parse_rate(env, "STANDBY_SIGNUP_QUEUE", 4096, false)? as usize,
+            signup_queue: parse_rate(env, "STANDBY_SIGNUP_QUEUE", 16_384, false)? as usize,
             lease_ms: i64::from(parse_rate(env, "STANDBY_LEASE_SECONDS", 60, false)?) * 1000,
         })
     }

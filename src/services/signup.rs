@@ -99,7 +99,20 @@ async fn write_loop(
             }
         }
         let regs: Vec<NewRegistrant> = batch.iter().map(|(r, _)| r.clone()).collect();
-        match store.insert_registrations(&regs, clock.now_ms()).await {
+        let started = std::time::Instant::now();
+        let result = store.insert_registrations(&regs, clock.now_ms()).await;
+        crate::metrics::add(
+            "standby_signup_batch_seconds_sum",
+            &[],
+            started.elapsed().as_secs_f64(),
+        );
+        crate::metrics::add("standby_signup_batch_size_sum", &[], regs.len() as f64);
+        tracing::debug!(
+            size = regs.len(),
+            duration_ms = started.elapsed().as_millis() as u64,
+            "sign-up batch committed"
+        );
+        match result {
             Ok(outcomes) => {
                 let created = outcomes
                     .iter()

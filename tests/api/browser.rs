@@ -49,7 +49,7 @@ impl Driver {
             .unwrap();
         let base = format!("http://127.0.0.1:{port}");
         let http = reqwest::Client::new();
-        for _ in 0..100 {
+        for _ in 0..300 {
             if http.get(format!("{base}/status")).send().await.is_ok() {
                 break;
             }
@@ -116,7 +116,7 @@ impl Driver {
     /// Waits (up to 10 s) for the page to show `expected`, across a navigation.
     async fn wait_for(&self, expected: &str) -> String {
         let mut last = String::new();
-        for _ in 0..100 {
+        for _ in 0..300 {
             if let Ok(el) = self
                 .try_cmd(
                     reqwest::Method::POST,

@@ -176,7 +176,7 @@ async fn serve_answers_and_stops_on_sigterm() {
         .unwrap();
     let url = format!("http://127.0.0.1:{port}/readyz");
     let mut ready = false;
-    for _ in 0..100 {
+    for _ in 0..300 {
         if reqwest::get(&url).await.is_ok_and(|r| r.status() == 200) {
             ready = true;
             break;

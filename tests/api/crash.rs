@@ -51,7 +51,7 @@ async fn serve(tmp: &std::path::Path, db: &str, port: u16, env: &[(&str, String)
         child: c.spawn().unwrap(),
         base: format!("http://127.0.0.1:{port}"),
     };
-    for _ in 0..200 {
+    for _ in 0..600 {
         if reqwest::get(format!("{}/readyz", server.base))
             .await
             .is_ok_and(|r| r.status() == 200)
@@ -187,7 +187,7 @@ async fn no_message_is_lost_or_sent_twice_across_kill_9_during_dispatch() {
     let before = gw.accepted().len();
     assert!(before < 40, "the crash came in the middle of dispatch");
     let server = serve(tmp.path(), &db, port, &env).await;
-    for _ in 0..300 {
+    for _ in 0..600 {
         let pending = store
             .messages_of_kind("invitation")
             .await
@@ -327,7 +327,7 @@ async fn two_processes_on_one_database_share_the_dispatch_without_doubles() {
         .unwrap();
     assert_eq!(r.status(), 201);
     let store = standby::open_store(&db).await.unwrap();
-    for _ in 0..400 {
+    for _ in 0..600 {
         let sms = store.messages_of_kind("invitation").await.unwrap();
         if sms.iter().filter(|m| m.1 == "sms").count() == 60 && sms.iter().all(|m| m.2 == "sent") {
             break;

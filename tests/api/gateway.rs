@@ -86,7 +86,7 @@ pub async fn start(behaviour: Behaviour) -> (String, Arc<Gateway>) {
 }
 
 async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-    for _ in 0..200 {
+    for _ in 0..600 {
         if check() {
             return;
         }
@@ -182,7 +182,7 @@ async fn no_channel_at_all_makes_an_invitation_undeliverable_with_no_penalty() {
     )
     .await;
     let id = offer(&app, &w, 1, 60).await;
-    for _ in 0..200 {
+    for _ in 0..600 {
         if offer_state(&app, &w, id).await["invitations"]["undeliverable"] == 1 {
             break;
         }

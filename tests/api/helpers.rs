@@ -193,7 +193,7 @@ impl TestApp {
 
     /// The confirmation and self-service links of the e-mail sent to `email`.
     pub async fn links_for(&self, email: &str) -> (String, String) {
-        for _ in 0..100 {
+        for _ in 0..300 {
             for mail in wait_for_files(&self.outbox, "eml", 0).await {
                 if mail.contains(&format!("To: {email}")) {
                     return (find_link(&mail, "/confirm/"), find_link(&mail, "/me/"));
@@ -228,7 +228,7 @@ pub fn find_link(mail: &str, marker: &str) -> String {
 }
 
 pub async fn wait_for_files(dir: &Path, ext: &str, n: usize) -> Vec<String> {
-    for _ in 0..100 {
+    for _ in 0..300 {
         let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
             .map(|d| {
                 d.filter_map(|e| e.ok())

@@ -19,7 +19,7 @@ mod store_contract;
 
 /// Waits until an offer has handed over at least one invitation.
 pub async fn engine_wait(app: &helpers::TestApp, w: &setup::World, offer: i64) {
-    for _ in 0..200 {
+    for _ in 0..600 {
         if setup::offer_state(app, w, offer).await["invitations"]["sent"]
             .as_i64()
             .unwrap_or(0)

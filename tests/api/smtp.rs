@@ -47,7 +47,7 @@ pub async fn start_sink_stalling(port: u16, stall_seconds: f64) -> Sink {
         .spawn()
         .unwrap();
     let sink = Sink { child, dir };
-    for _ in 0..100 {
+    for _ in 0..300 {
         if tokio::net::TcpStream::connect(("127.0.0.1", port))
             .await
             .is_ok()
@@ -86,7 +86,7 @@ async fn confirmation_mail_goes_over_smtp() {
         200
     );
     assert_eq!(app.stats().await["confirmed"], 1);
-    for _ in 0..50 {
+    for _ in 0..300 {
         if app.store().outbox_counts().await.unwrap()
             == vec![("email".to_string(), "sent".to_string(), 1)]
         {
@@ -116,7 +116,7 @@ async fn mail_waits_while_smtp_is_down_and_leaves_once_it_is_back() {
     );
     // Nobody listens: the message is retried later, not lost.
     let mut queued = false;
-    for _ in 0..50 {
+    for _ in 0..300 {
         let counts = app.store().outbox_counts().await.unwrap();
         if counts == vec![("email".to_string(), "queued".to_string(), 1)] {
             queued = true;

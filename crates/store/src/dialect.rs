@@ -1,9 +1,43 @@
 //! The few places where SQLite and PostgreSQL must differ.
 
-use sqlx::{PgPool, Postgres, Sqlite, SqlitePool, Transaction};
+use sqlx::{PgPool, Postgres, Sqlite, SqliteConnection, SqlitePool, Transaction};
+use std::sync::LazyLock;
+use tokio::sync::{Mutex, OwnedMutexGuard};
+
+/// SQLite has one writer at a time. Writers of this process queue here, in
+/// order, instead of meeting on the database lock, whose busy handler polls
+/// with sleeps of up to 100 ms.
+static SQLITE_WRITERS: LazyLock<std::sync::Arc<Mutex<()>>> =
+    LazyLock::new(|| std::sync::Arc::new(Mutex::new(())));
+
+/// A SQLite write transaction holding this process's writer slot.
+pub(crate) struct SqliteWrite {
+    tx: Transaction<'static, Sqlite>,
+    _slot: OwnedMutexGuard<()>,
+}
+
+impl SqliteWrite {
+    pub(crate) async fn commit(self) -> Result<(), sqlx::Error> {
+        self.tx.commit().await
+    }
+}
+
+impl std::ops::Deref for SqliteWrite {
+    type Target = SqliteConnection;
+    fn deref(&self) -> &SqliteConnection {
+        &self.tx
+    }
+}
+
+impl std::ops::DerefMut for SqliteWrite {
+    fn deref_mut(&mut self) -> &mut SqliteConnection {
+        &mut self.tx
+    }
+}
 
 pub(crate) trait Dialect {
     type Db: sqlx::Database;
+    type Write;
     /// Claims due messages of one channel for one worker.
     const CLAIM_MESSAGES: &'static str;
     /// Reads an offer and keeps other processes off it until commit.
@@ -16,7 +50,7 @@ pub(crate) trait Dialect {
     }
     /// Begins a transaction that will write. SQLite takes the write lock at
     /// once (`BEGIN IMMEDIATE`) so two writers never deadlock on upgrade.
-    async fn begin_write(&self) -> Result<Transaction<'static, Self::Db>, sqlx::Error>;
+    async fn begin_write(&self) -> Result<Self::Write, sqlx::Error>;
 }
 
 macro_rules! claim_sql {
@@ -34,17 +68,21 @@ macro_rules! claim_sql {
 
 impl Dialect for SqlitePool {
     type Db = Sqlite;
+    type Write = SqliteWrite;
     const CLAIM_MESSAGES: &'static str = claim_sql!("");
     // BEGIN IMMEDIATE already holds the database's one write lock.
     const LOCK_OFFER: &'static str =
         "SELECT status, doses, booked, center_id, response_ms FROM offers WHERE id = $1";
-    async fn begin_write(&self) -> Result<Transaction<'static, Sqlite>, sqlx::Error> {
-        self.begin_with("BEGIN IMMEDIATE").await
+    async fn begin_write(&self) -> Result<SqliteWrite, sqlx::Error> {
+        let slot = SQLITE_WRITERS.clone().lock_owned().await;
+        let tx = self.begin_with("BEGIN IMMEDIATE").await?;
+        Ok(SqliteWrite { tx, _slot: slot })
     }
 }
 
 impl Dialect for PgPool {
     type Db = Postgres;
+    type Write = Transaction<'static, Postgres>;
     const CLAIM_MESSAGES: &'static str = claim_sql!("FOR UPDATE SKIP LOCKED");
     const LOCK_OFFER: &'static str =
         "SELECT status, doses, booked, center_id, response_ms FROM offers WHERE id = $1 FOR UPDATE";

@@ -141,6 +141,8 @@ pub trait Store: StaffStore + EngineStore + Send + Sync + 'static {
     fn backend(&self) -> Backend;
     async fn migrate(&self) -> Result<()>;
     async fn ping(&self) -> Result<()>;
+    /// Periodic upkeep (SQLite: a passive WAL checkpoint). Called every second.
+    async fn maintenance(&self) -> Result<()>;
 
     // Registrants
     /// Inserts a batch in one transaction (group commit). Duplicates of a
