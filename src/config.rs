@@ -52,6 +52,8 @@ pub struct Config {
     pub signup_queue: usize,
     /// How long a process keeps a claimed message before another may take it over.
     pub lease_ms: i64,
+    /// Personal data of the vaccinated and withdrawn is erased after this long.
+    pub retention_ms: i64,
 }
 
 impl std::fmt::Debug for Config {
@@ -275,6 +277,10 @@ impl Config {
             admin,
             signup_queue: parse_rate(env, "STANDBY_SIGNUP_QUEUE", 16_384, false)? as usize,
             lease_ms: i64::from(parse_rate(env, "STANDBY_LEASE_SECONDS", 60, false)?) * 1000,
+            retention_ms: i64::from(parse_rate(env, "STANDBY_RETENTION_DAYS", 365, false)?)
+                * 24
+                * 3600
+                * 1000,
         })
     }
 }

@@ -272,6 +272,13 @@ pub async fn tick(state: &AppState) -> anyhow::Result<()> {
     for offer in state.store.open_offers().await? {
         top_up(state, offer).await?;
     }
+    let purged = state
+        .store
+        .purge_personal_data(now - state.config.retention_ms, now)
+        .await?;
+    if purged > 0 {
+        tracing::info!(count = purged, "personal data past retention erased");
+    }
     Ok(())
 }
 

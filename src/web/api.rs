@@ -187,6 +187,30 @@ pub async fn me_delete(
     Ok(Json(json!({ "status": "withdrawn" })))
 }
 
+pub async fn me_export(
+    State(state): State<AppState>,
+    Path(token): Path<String>,
+) -> Result<Response, AppError> {
+    let r = registrant::by_me_token(&state, &token).await?;
+    let export = state.store.export_registrant(r.id).await?;
+    Ok((
+        [(
+            axum::http::header::CONTENT_DISPOSITION,
+            "attachment; filename=\"standby-export.json\"",
+        )],
+        Json(export),
+    )
+        .into_response())
+}
+
+pub async fn openapi() -> Response {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        include_str!("openapi.json"),
+    )
+        .into_response()
+}
+
 pub async fn stats(State(state): State<AppState>) -> Result<Json<standby_store::Stats>, AppError> {
     Ok(Json(state.store.stats().await?))
 }

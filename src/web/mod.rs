@@ -62,6 +62,8 @@ pub fn router(state: AppState) -> Router {
             "/api/v1/me/{token}",
             get(api::me_get).patch(api::me_patch).delete(api::me_delete),
         )
+        .route("/api/v1/me/{token}/export", get(api::me_export))
+        .route("/api/v1/openapi.json", get(api::openapi))
         .route("/api/v1/stats", get(api::stats))
         .route(
             "/api/v1/centers",

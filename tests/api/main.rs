@@ -9,6 +9,7 @@ mod crash;
 mod engine;
 mod gateway;
 mod helpers;
+mod production;
 mod qvax;
 mod selfservice;
 mod setup;

@@ -171,6 +171,11 @@ pub trait Store: StaffStore + EngineStore + Send + Sync + 'static {
         now: i64,
     ) -> Result<RegistrantRecord>;
     async fn withdraw_registrant(&self, id: i64, now: i64) -> Result<()>;
+    /// Everything kept about one registrant, for a data-protection export.
+    async fn export_registrant(&self, id: i64) -> Result<serde_json::Value>;
+    /// Erases the personal data of the vaccinated and withdrawn whose status
+    /// is older than `before`; returns how many were purged.
+    async fn purge_personal_data(&self, before: i64, now: i64) -> Result<i64>;
     async fn registrant_raw_row(&self, id: i64) -> Result<Option<Vec<(String, Option<String>)>>>;
     async fn stats(&self) -> Result<Stats>;
     /// Is a registrant with this national-ID hash on the list?

@@ -563,6 +563,92 @@ impl Store for SqlStore {
         })
     }
 
+    async fn export_registrant(&self, id: i64) -> Result<serde_json::Value> {
+        use serde_json::json;
+        on_db!(self, |p| {
+            let mut conn = p.acquire().await?;
+            let r = load_registrant!(conn, id).ok_or(StoreError::NotFound)?;
+            let country: String =
+                sqlx::query_scalar("SELECT country FROM registrants WHERE id = $1")
+                    .bind(id)
+                    .fetch_one(&mut *conn)
+                    .await?;
+            let invitations = sqlx::query("SELECT offer_id, status, created_at, sent_at, expires_at, answered_at FROM invitations WHERE registrant_id = $1 ORDER BY id")
+                .bind(id)
+                .fetch_all(&mut *conn)
+                .await?
+                .iter()
+                .map(|x| {
+                    Ok(json!({"offer": x.try_get::<i64, _>(0)?.to_string(), "status": x.try_get::<String, _>(1)?, "created_at": x.try_get::<i64, _>(2)?,
+                        "sent_at": x.try_get::<Option<i64>, _>(3)?, "expires_at": x.try_get::<Option<i64>, _>(4)?, "answered_at": x.try_get::<Option<i64>, _>(5)?}))
+                })
+                .collect::<Result<Vec<_>, sqlx::Error>>()?;
+            let appointments = sqlx::query("SELECT center_id, vaccine, starts_at, ends_at, status FROM appointments WHERE registrant_id = $1 ORDER BY id")
+                .bind(id)
+                .fetch_all(&mut *conn)
+                .await?
+                .iter()
+                .map(|x| {
+                    Ok(json!({"center": x.try_get::<i64, _>(0)?.to_string(), "vaccine": x.try_get::<String, _>(1)?, "starts_at": x.try_get::<i64, _>(2)?,
+                        "ends_at": x.try_get::<i64, _>(3)?, "status": x.try_get::<String, _>(4)?}))
+                })
+                .collect::<Result<Vec<_>, sqlx::Error>>()?;
+            let messages = sqlx::query("SELECT kind, channel, status, created_at, sent_at FROM outbox WHERE registrant_id = $1 ORDER BY id")
+                .bind(id)
+                .fetch_all(&mut *conn)
+                .await?
+                .iter()
+                .map(|x| {
+                    Ok(json!({"kind": x.try_get::<String, _>(0)?, "channel": x.try_get::<String, _>(1)?, "status": x.try_get::<String, _>(2)?,
+                        "created_at": x.try_get::<i64, _>(3)?, "sent_at": x.try_get::<Option<i64>, _>(4)?}))
+                })
+                .collect::<Result<Vec<_>, sqlx::Error>>()?;
+            Ok(json!({
+                "registrant": {
+                    "status": r.status, "language": r.language, "country": country, "title": r.title, "first_name": r.first_name,
+                    "last_name": r.last_name, "email": r.email, "phone": r.phone,
+                    "centers": r.centers.iter().map(i64::to_string).collect::<Vec<_>>(),
+                    "availability": r.availability, "created_at": r.created_at, "confirmed_at": r.confirmed_at,
+                    "national_id": "kept only as a keyed hash, never in clear"
+                },
+                "invitations": invitations, "appointments": appointments, "messages": messages,
+            }))
+        })
+    }
+
+    async fn purge_personal_data(&self, before: i64, now: i64) -> Result<i64> {
+        on_db!(self, |p| {
+            let ids: Vec<i64> = sqlx::query_scalar(
+                "SELECT id FROM registrants WHERE status IN ('vaccinated', 'withdrawn') AND status_changed_at < $1 \
+                 AND (nid_hash IS NOT NULL OR email IS NOT NULL OR first_name IS NOT NULL OR phone IS NOT NULL OR birth_ymd IS NOT NULL) LIMIT 1000",
+            )
+            .bind(before)
+            .fetch_all(p)
+            .await?;
+            for id in &ids {
+                let mut tx = p.begin_write().await?;
+                sqlx::query("UPDATE registrants SET nid_hash = NULL, birth_ymd = NULL, title = NULL, first_name = NULL, last_name = NULL, email = NULL, phone = NULL WHERE id = $1")
+                    .bind(*id)
+                    .execute(&mut *tx)
+                    .await?;
+                replace_centers!(tx, *id, &Vec::<i64>::new());
+                replace_availability!(tx, *id, &Vec::<(i64, i64, i64)>::new());
+                sqlx::query("UPDATE outbox SET recipient = NULL, subject = NULL, body = NULL WHERE registrant_id = $1").bind(*id).execute(&mut *tx).await?;
+                audit!(
+                    tx,
+                    now,
+                    "retention",
+                    "registrant.purged",
+                    "registrant",
+                    *id,
+                    "{}"
+                );
+                tx.commit().await?;
+            }
+            Ok(ids.len() as i64)
+        })
+    }
+
     async fn registrant_raw_row(&self, id: i64) -> Result<Option<Vec<(String, Option<String>)>>> {
         // Every personal column as text, for erasure checks and data export.
         const COLS: [&str; 9] = [
