@@ -113,7 +113,10 @@ pub fn router(state: AppState) -> Router {
             client_rate_limit,
         ))
         .layer(middleware::from_fn(record_metrics))
-        .layer(middleware::from_fn(security_headers))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            security_headers,
+        ))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(state)
 }
@@ -190,7 +193,8 @@ async fn record_metrics(req: Request, next: Next) -> Response {
     resp
 }
 
-async fn security_headers(req: Request, next: Next) -> Response {
+async fn security_headers(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let https = state.config.public_url.starts_with("https://");
     let lang_param = extract::query_lang(req.uri().query());
     let tokenized = ["/confirm/", "/me/", "/i/", "/api/"]
         .iter()
@@ -211,6 +215,13 @@ async fn security_headers(req: Request, next: Next) -> Response {
         header::REFERRER_POLICY,
         HeaderValue::from_static("no-referrer"),
     );
+    if https {
+        // Behind TLS: browsers must never come back over plain HTTP.
+        h.insert(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static("max-age=31536000; includeSubDomains"),
+        );
+    }
     if tokenized && !h.contains_key(header::CACHE_CONTROL) {
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     }

@@ -232,6 +232,45 @@ async fn one_client_sending_too_much_gets_429_with_retry_after() {
 }
 
 #[tokio::test]
+async fn hsts_behind_tls_and_secure_cookies() {
+    let app = spawn_with(Options {
+        env: vec![("STANDBY_PUBLIC_URL", "https://waitlist.example.lu".into())],
+        ..Default::default()
+    })
+    .await;
+    let r = app.client.get(app.url("/")).send().await.unwrap();
+    assert!(
+        r.headers()["strict-transport-security"]
+            .to_str()
+            .unwrap()
+            .starts_with("max-age=")
+    );
+    let token = crate::setup::user(&app, "a@example.be", "admin", None).await;
+    assert_eq!(token.len(), 43);
+    let r = app
+        .client
+        .post(app.url("/login"))
+        .form(&[
+            ("email", "a@example.be"),
+            ("password", "correct horse battery staple"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    let cookie = r.headers()["set-cookie"].to_str().unwrap();
+    assert!(
+        cookie.contains("; Secure") && cookie.contains("HttpOnly"),
+        "{cookie}"
+    );
+    let plain = spawn_app().await;
+    let r = plain.client.get(plain.url("/")).send().await.unwrap();
+    assert!(
+        !r.headers().contains_key("strict-transport-security"),
+        "no HSTS over plain HTTP"
+    );
+}
+
+#[tokio::test]
 async fn security_headers_on_every_answer() {
     let app = spawn_app().await;
     for path in ["/", "/api/v1/stats", "/nowhere"] {

@@ -439,3 +439,163 @@ async fn check_in_finds_people_by_national_id_or_name_and_administers_a_dose() {
         409
     );
 }
+
+/// Signs in through the log-in page; gives the session cookie and the CSRF token of the forms.
+async fn page_session(app: &TestApp, email: &str) -> (String, String) {
+    let r = app
+        .client
+        .post(app.url("/login"))
+        .form(&[
+            ("email", email),
+            ("password", "correct horse battery staple"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    let set_cookie = r.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(
+        set_cookie.contains("HttpOnly") && set_cookie.contains("SameSite=Strict"),
+        "{set_cookie}"
+    );
+    let cookie = set_cookie.split(';').next().unwrap().to_string();
+    let html = app
+        .client
+        .get(app.url("/staff/admin"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let csrf = html
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .to_string();
+    (cookie, csrf)
+}
+
+#[tokio::test]
+async fn staff_pages_need_a_session_and_a_csrf_token_and_speak_four_languages() {
+    let app = spawn_app().await;
+    let w = world(&app, 5).await;
+    user(&app, "chief@example.be", "admin", None).await;
+    // Without a session: sent to the log-in page.
+    let r = app
+        .client
+        .get(app.url(&format!("/staff/centers/{}", w.center)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            r.status().as_u16(),
+            r.headers()["location"].to_str().unwrap()
+        ),
+        (303, "/login")
+    );
+    let r = app
+        .client
+        .post(app.url("/login"))
+        .form(&[("email", "chief@example.be"), ("password", "wrong")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let (cookie, csrf) = page_session(&app, "chief@example.be").await;
+    for lang in ["fr", "nl", "de", "en"] {
+        for path in [
+            format!("/staff/centers/{}", w.center),
+            "/staff/admin".into(),
+            "/staff/audit".into(),
+            "/login".into(),
+        ] {
+            let r = app
+                .client
+                .get(app.url(&format!("{path}?lang={lang}")))
+                .header("cookie", &cookie)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200, "{path} {lang}");
+            let html = r.text().await.unwrap();
+            assert!(
+                html.contains(&format!("<html lang=\"{lang}\"")) && !html.contains('⟦'),
+                "{path} {lang}"
+            );
+        }
+    }
+    // A form without the CSRF token, or with another, changes nothing.
+    let path = format!("/staff/centers/{}/delivery", w.center);
+    for token in ["", "forged-token"] {
+        let r = app
+            .client
+            .post(app.url(&path))
+            .header("cookie", &cookie)
+            .form(&[("csrf", token), ("vaccine", "PFZ"), ("doses", "7")])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 403);
+    }
+    let (_, stock) = call(
+        &app,
+        Method::GET,
+        &format!("/api/v1/centers/{}/stock", w.center),
+        &w.admin,
+        None,
+    )
+    .await;
+    assert_eq!(stock[0]["on_hand"], 5);
+    let r = app
+        .client
+        .post(app.url(&path))
+        .header("cookie", &cookie)
+        .form(&[("csrf", csrf.as_str()), ("vaccine", "PFZ"), ("doses", "7")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    let (_, stock) = call(
+        &app,
+        Method::GET,
+        &format!("/api/v1/centers/{}/stock", w.center),
+        &w.admin,
+        None,
+    )
+    .await;
+    assert_eq!(stock[0]["on_hand"], 12);
+    // The API refuses a cookie-authenticated change without the X-CSRF-Token header.
+    let r = app
+        .client
+        .post(app.url(&format!("/api/v1/centers/{}/deliveries", w.center)))
+        .header("cookie", &cookie)
+        .json(&json!({"vaccine": "PFZ", "doses": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    // Signing out ends the session.
+    let r = app
+        .client
+        .post(app.url("/logout"))
+        .header("cookie", &cookie)
+        .form(&[("csrf", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    let r = app
+        .client
+        .get(app.url("/staff/admin"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+}
