@@ -222,5 +222,6 @@ fn prepare(state: &AppState, reg: &NewRegistration) -> NewRegistrant {
         me_hash: token_hash(&me),
         me_expires_at: now + standby_store::ME_TOKEN_LIFETIME_MS,
         message: Some(message),
+        confirmed_at: None,
     }
 }

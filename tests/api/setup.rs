@@ -146,6 +146,7 @@ pub async fn person(app: &TestApp, p: Person<'_>, confirmed_at: i64) -> i64 {
         me_hash: token_hash(&random_token()),
         me_expires_at: i64::MAX / 2,
         message: None::<NewMessage>,
+        confirmed_at: None,
     };
     let out = store
         .insert_registrations(&[r], confirmed_at)

@@ -34,6 +34,7 @@ fn registrant(hash: &str, confirm: &str) -> NewRegistrant {
         me_hash: format!("me-{confirm}"),
         me_expires_at: 1_000_000,
         message: Some(message(&format!("ref-{confirm}"))),
+        confirmed_at: None,
     }
 }
 

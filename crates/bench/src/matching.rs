@@ -74,6 +74,7 @@ pub async fn run(args: HashMap<String, String>) {
             me_hash: format!("m-{n}"),
             me_expires_at: i64::MAX / 2,
             message: None,
+            confirmed_at: Some(now + n as i64),
         });
         if batch.len() == 2000 {
             store

@@ -89,6 +89,9 @@ pub struct NewRegistrant {
     pub me_expires_at: i64,
     /// The confirmation e-mail, queued in the same transaction.
     pub message: Option<NewMessage>,
+    /// Set when importing people already confirmed elsewhere (an earlier
+    /// list): they join the list as waiting, in this order.
+    pub confirmed_at: Option<i64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -230,7 +230,7 @@ impl Store for SqlStore {
                 std::collections::HashMap::with_capacity(unique.len());
             for chunk in unique.chunks(CHUNK) {
                 let mut qb = sqlx::QueryBuilder::new(
-                    "INSERT INTO registrants (nid_hash, country, birth_ymd, title, first_name, last_name, email, phone, language, status, created_at, status_changed_at) ",
+                    "INSERT INTO registrants (nid_hash, country, birth_ymd, title, first_name, last_name, email, phone, language, status, created_at, status_changed_at, confirmed_at) ",
                 );
                 qb.push_values(chunk, |mut b, &i| {
                     let r = &batch[i];
@@ -243,9 +243,14 @@ impl Store for SqlStore {
                         .push_bind(r.email.clone())
                         .push_bind(r.phone.clone())
                         .push_bind(r.language.clone())
-                        .push_bind("unconfirmed")
+                        .push_bind(if r.confirmed_at.is_some() {
+                            "waiting"
+                        } else {
+                            "unconfirmed"
+                        })
                         .push_bind(now)
-                        .push_bind(now);
+                        .push_bind(now)
+                        .push_bind(r.confirmed_at);
                 });
                 qb.push(" ON CONFLICT (nid_hash) DO NOTHING RETURNING id, nid_hash");
                 for row in qb.build().fetch_all(&mut *tx).await? {
