@@ -23,6 +23,8 @@ pub struct App {
     pub engine_wake: Notify,
     /// Names this process in outbox claims.
     pub worker_id: String,
+    /// The day (YYYYMMDD) the age bands of the queue were last brought up to date.
+    pub bands_day: std::sync::atomic::AtomicI64,
     centers: Mutex<Option<(Instant, Arc<Vec<CenterRecord>>)>>,
 }
 
@@ -64,6 +66,7 @@ impl App {
             signups,
             outbox_wake,
             engine_wake: Notify::new(),
+            bands_day: std::sync::atomic::AtomicI64::new(0),
             centers: Mutex::new(None),
         })
     }

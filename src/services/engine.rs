@@ -252,6 +252,15 @@ pub async fn top_up(state: &AppState, offer_id: i64) -> anyhow::Result<i64> {
 /// One pass of the engine: expire overdue invitations, then top up every open offer.
 pub async fn tick(state: &AppState) -> anyhow::Result<()> {
     let now = state.clock.now_ms();
+    // People age: once a day the queue's age bands are brought up to date.
+    let today = ymd(state.today());
+    if state.bands_day.load(std::sync::atomic::Ordering::Relaxed) != today {
+        let changed = state.store.refresh_bands(today).await?;
+        state
+            .bands_day
+            .store(today, std::sync::atomic::Ordering::Relaxed);
+        tracing::info!(changed, "age bands refreshed");
+    }
     let render = |c: &Contact, _: &()| {
         let me = random_token();
         Rendered {

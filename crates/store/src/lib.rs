@@ -141,6 +141,8 @@ pub trait Store: StaffStore + EngineStore + Send + Sync + 'static {
     fn backend(&self) -> Backend;
     async fn migrate(&self) -> Result<()>;
     async fn ping(&self) -> Result<()>;
+    /// Brings every registrant's age band up to `today_ymd` (once a day).
+    async fn refresh_bands(&self, today_ymd: i64) -> Result<i64>;
     /// Periodic upkeep (SQLite: a passive WAL checkpoint). Called every second.
     async fn maintenance(&self) -> Result<()>;
 

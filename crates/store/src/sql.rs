@@ -137,6 +137,7 @@ macro_rules! replace_centers {
 macro_rules! replace_availability {
     ($tx:expr, $id:expr, $slots:expr) => {
         sqlx::query("DELETE FROM registrant_availability WHERE registrant_id = $1").bind($id).execute(&mut *$tx).await?;
+        sqlx::query("UPDATE registrants SET any_time = $2 WHERE id = $1").bind($id).bind(i64::from($slots.is_empty())).execute(&mut *$tx).await?;
         for (d, f, t) in $slots {
             sqlx::query("INSERT INTO registrant_availability (registrant_id, day, from_min, to_min) VALUES ($1, $2, $3, $4)")
                 .bind($id)
@@ -189,6 +190,21 @@ impl Store for SqlStore {
         Ok(())
     }
 
+    async fn refresh_bands(&self, today_ymd: i64) -> Result<i64> {
+        on_db!(self, |p| {
+            let mut tx = p.begin_write().await?;
+            let n = sqlx::query(
+                "UPDATE registrants SET band = (($1 - birth_ymd) / 10000) / 10 WHERE birth_ymd IS NOT NULL AND band <> (($1 - birth_ymd) / 10000) / 10",
+            )
+            .bind(today_ymd)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            tx.commit().await?;
+            Ok(n as i64)
+        })
+    }
+
     async fn maintenance(&self) -> Result<()> {
         if let Db::Sqlite(p) = &self.db {
             // Folds the write-ahead log back into the database without blocking writers.
@@ -213,6 +229,7 @@ impl Store for SqlStore {
     ) -> Result<Vec<InsertOutcome>> {
         // Multi-row statements: a handful of statements per batch, not per person.
         const CHUNK: usize = 400;
+        let today = today_ymd(now);
         let mut first: std::collections::HashMap<&str, usize> =
             std::collections::HashMap::with_capacity(batch.len());
         let mut unique: Vec<usize> = Vec::with_capacity(batch.len());
@@ -230,7 +247,7 @@ impl Store for SqlStore {
                 std::collections::HashMap::with_capacity(unique.len());
             for chunk in unique.chunks(CHUNK) {
                 let mut qb = sqlx::QueryBuilder::new(
-                    "INSERT INTO registrants (nid_hash, country, birth_ymd, title, first_name, last_name, email, phone, language, status, created_at, status_changed_at, confirmed_at) ",
+                    "INSERT INTO registrants (nid_hash, country, birth_ymd, title, first_name, last_name, email, phone, language, status, created_at, status_changed_at, confirmed_at, band, any_center, any_time) ",
                 );
                 qb.push_values(chunk, |mut b, &i| {
                     let r = &batch[i];
@@ -250,7 +267,10 @@ impl Store for SqlStore {
                         })
                         .push_bind(now)
                         .push_bind(now)
-                        .push_bind(r.confirmed_at);
+                        .push_bind(r.confirmed_at)
+                        .push_bind(((today - r.birth_ymd) / 10_000).max(0) / 10)
+                        .push_bind(i64::from(r.centers.is_empty()))
+                        .push_bind(i64::from(r.availability.is_empty()));
                 });
                 qb.push(" ON CONFLICT (nid_hash) DO NOTHING RETURNING id, nid_hash");
                 for row in qb.build().fetch_all(&mut *tx).await? {
@@ -1208,6 +1228,12 @@ impl Store for SqlStore {
                 .collect()
         })
     }
+}
+
+/// Today (UTC) as YYYYMMDD, for age arithmetic.
+pub(crate) fn today_ymd(now_ms: i64) -> i64 {
+    let ts = jiff::Timestamp::from_millisecond(now_ms).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+    standby_domain::invitation::ymd(jiff::tz::Offset::UTC.to_datetime(ts).date())
 }
 
 /// A self-service link stays valid for a year and a half.

@@ -310,18 +310,18 @@ impl EngineStore for SqlStore {
     }
 
     async fn candidates(&self, q: &CandidateQuery) -> Result<Vec<Candidate>> {
+        // Walks the queue index (status, band DESC, confirmed_at, id) in order
+        // and stops at the limit; the filters are cheap per row.
         const SQL: &str = "SELECT r.id, r.language, r.first_name, r.email, r.phone FROM registrants r \
             WHERE r.status = 'waiting' AND r.birth_ymd > $1 AND r.birth_ymd <= $2 \
-            AND (NOT EXISTS (SELECT 1 FROM registrant_centers c WHERE c.registrant_id = r.id) \
-                 OR EXISTS (SELECT 1 FROM registrant_centers c WHERE c.registrant_id = r.id AND c.center_id = $3)) \
-            AND (NOT EXISTS (SELECT 1 FROM registrant_availability a WHERE a.registrant_id = r.id) \
-                 OR EXISTS (SELECT 1 FROM registrant_availability a WHERE a.registrant_id = r.id AND ( \
+            AND (r.any_center = 1 OR EXISTS (SELECT 1 FROM registrant_centers c WHERE c.registrant_id = r.id AND c.center_id = $3)) \
+            AND (r.any_time = 1 OR EXISTS (SELECT 1 FROM registrant_availability a WHERE a.registrant_id = r.id AND ( \
                     (a.day = 0 AND a.from_min < $5 AND $4 < a.to_min) OR (a.day = 1 AND a.from_min < $7 AND $6 < a.to_min) \
                  OR (a.day = 2 AND a.from_min < $9 AND $8 < a.to_min) OR (a.day = 3 AND a.from_min < $11 AND $10 < a.to_min) \
                  OR (a.day = 4 AND a.from_min < $13 AND $12 < a.to_min) OR (a.day = 5 AND a.from_min < $15 AND $14 < a.to_min) \
                  OR (a.day = 6 AND a.from_min < $17 AND $16 < a.to_min)))) \
             AND NOT EXISTS (SELECT 1 FROM invitations i WHERE i.offer_id = $18 AND i.registrant_id = r.id) \
-            ORDER BY (($19 - r.birth_ymd) / 10000) / 10 DESC, r.confirmed_at, r.id LIMIT $20";
+            ORDER BY r.band DESC, r.confirmed_at, r.id LIMIT $19";
         on_db!(self, |p| {
             let mut query = sqlx::query(SQL)
                 .bind(q.birth_lo)
@@ -330,12 +330,7 @@ impl EngineStore for SqlStore {
             for (from, to) in q.windows {
                 query = query.bind(i64::from(from)).bind(i64::from(to));
             }
-            let rows = query
-                .bind(q.offer_id)
-                .bind(q.today_ymd)
-                .bind(q.limit)
-                .fetch_all(p)
-                .await?;
+            let rows = query.bind(q.offer_id).bind(q.limit).fetch_all(p).await?;
             rows.iter()
                 .map(|r| {
                     Ok(Candidate {

@@ -64,3 +64,11 @@ CREATE INDEX registrants_candidates ON registrants (status, birth_ymd, confirmed
 -- Delivery receipts from the SMS gateway: delivered or failed, and when.
 ALTER TABLE outbox ADD COLUMN delivery TEXT;
 ALTER TABLE outbox ADD COLUMN delivery_at BIGINT;
+
+-- The invitation queue in index order: ten-year age band (oldest first, kept
+-- current by a daily refresh), then confirmation time. any_center / any_time
+-- spare the lookups for people who accept every centre or any time.
+ALTER TABLE registrants ADD COLUMN band BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE registrants ADD COLUMN any_center BIGINT NOT NULL DEFAULT 1;
+ALTER TABLE registrants ADD COLUMN any_time BIGINT NOT NULL DEFAULT 1;
+CREATE INDEX registrants_queue ON registrants (status, band DESC, confirmed_at, id);
