@@ -59,7 +59,6 @@ CREATE INDEX appointments_center_day ON appointments (center_id, starts_at);
 
 ALTER TABLE outbox ADD COLUMN invitation_id BIGINT;
 CREATE INDEX outbox_invitation ON outbox (invitation_id);
-CREATE INDEX registrants_candidates ON registrants (status, birth_ymd, confirmed_at);
 
 -- Delivery receipts from the SMS gateway: delivered or failed, and when.
 ALTER TABLE outbox ADD COLUMN delivery TEXT;
