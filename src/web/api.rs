@@ -270,6 +270,14 @@ pub async fn metrics(State(state): State<AppState>) -> Result<Response, AppError
             "standby_outbox_messages{{channel=\"{channel}\",state=\"{status}\"}} {n}\n"
         ));
     }
+    out.push_str("# TYPE standby_outbox_oldest_waiting_seconds gauge\n");
+    let now = state.clock.now_ms();
+    for (channel, at) in state.store.outbox_oldest_waiting().await? {
+        let age = (now - at).max(0) as f64 / 1000.0;
+        out.push_str(&format!(
+            "standby_outbox_oldest_waiting_seconds{{channel=\"{channel}\"}} {age:.3}\n"
+        ));
+    }
     Ok((
         [(
             axum::http::header::CONTENT_TYPE,

@@ -241,3 +241,33 @@ async fn metrics_in_prometheus_format() {
     // Nothing personal in the metrics.
     assert!(!text.contains("person1@example.be") && !text.contains(&be_id(1)));
 }
+
+#[tokio::test]
+async fn metrics_show_how_long_the_oldest_message_has_waited() {
+    let app = spawn_with(Options {
+        workers: false,
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(
+        app.post_json("/api/v1/registrations", &registration(1))
+            .await
+            .status(),
+        202
+    );
+    app.clock.advance_ms(90_000);
+    let text = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains("standby_outbox_oldest_waiting_seconds{channel=\"email\"} 90.000"),
+        "{text}"
+    );
+    assert!(text.contains("standby_outbox_messages{channel=\"email\",state=\"queued\"} 1"));
+}

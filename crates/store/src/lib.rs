@@ -204,6 +204,8 @@ pub trait Store: StaffStore + EngineStore + Send + Sync + 'static {
     async fn message_failed(&self, id: i64, worker: &str, now: i64, error: &str) -> Result<()>;
     async fn next_message_due(&self, channel: &str) -> Result<Option<i64>>;
     async fn outbox_counts(&self) -> Result<Vec<(String, String, i64)>>;
+    /// Per channel, when the oldest message still waiting to leave was queued.
+    async fn outbox_oldest_waiting(&self) -> Result<Vec<(String, i64)>>;
     /// Records a gateway's delivery receipt; `false` when the reference is unknown.
     /// A failed delivery of an invitation's only handed-over message makes the
     /// invitation undeliverable (no penalty) if it is still unanswered.

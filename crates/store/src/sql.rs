@@ -925,6 +925,17 @@ impl Store for SqlStore {
         })
     }
 
+    async fn outbox_oldest_waiting(&self) -> Result<Vec<(String, i64)>> {
+        on_db!(self, |p| {
+            let rows = sqlx::query("SELECT channel, MIN(created_at) FROM outbox WHERE status IN ('queued', 'sending') GROUP BY channel ORDER BY channel")
+                .fetch_all(p)
+                .await?;
+            rows.iter()
+                .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+                .collect()
+        })
+    }
+
     async fn message_receipt(&self, reference: &str, delivered: bool, now: i64) -> Result<bool> {
         on_db!(self, |p| {
             let mut tx = p.begin_write().await?;
