@@ -5,6 +5,7 @@
 //! standby-bench signup --url http://127.0.0.1:8080 --connections 1000 --requests 100000 \
 //!     [--seconds 120] [--form] [--offset 0] [--database sqlite://standby.db --secret S] [--server-pid PID]
 //! standby-bench matching --database URL [--registrants 1000000] [--candidates 10000]
+//! standby-bench qvax [--doses 2000] [--people 6000] [--standby target/release/standby]
 //! ```
 //!
 //! Each connection loads the form (with `--form`) and posts a distinct valid
@@ -14,6 +15,7 @@
 //! 202 is stored exactly once.
 
 mod matching;
+mod qvax;
 mod signup;
 
 use std::collections::HashMap;
@@ -76,6 +78,7 @@ fn main() {
     match cmd.as_str() {
         "signup" => runtime.block_on(signup::run(args)),
         "matching" => runtime.block_on(matching::run(args)),
+        "qvax" => runtime.block_on(qvax::run(args)),
         _ => {
             eprintln!(
                 "usage: standby-bench signup|matching [--options]; see the comment at the top of crates/bench/src/main.rs"
