@@ -8,6 +8,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use serde_json::{Value, json};
+use standby_store::Store;
 use std::sync::{Arc, Mutex};
 
 #[derive(Default)]
@@ -292,4 +293,54 @@ async fn signed_receipts_are_recorded_and_bad_signatures_change_nothing() {
     // The e-mail of this invitation was handed over too, so a failed SMS leaves it open.
     assert_eq!(post(body, good).await, 200);
     assert_eq!(offer_state(&app, &w, id).await["invitations"]["sent"], 1);
+}
+
+#[tokio::test]
+async fn a_booking_is_confirmed_by_e_mail_and_by_sms_with_the_me_link() {
+    let (url, gw) = start(Behaviour::default()).await;
+    let app = spawn_with(Options {
+        env: vec![("STANDBY_SMS", url)],
+        ..Default::default()
+    })
+    .await;
+    let w = world(&app, 10).await;
+    person(
+        &app,
+        Person {
+            phone: Some("+32470000042"),
+            ..Person::new(1)
+        },
+        1_000,
+    )
+    .await;
+    offer(&app, &w, 1, 600).await;
+    eventually("invitation SMS", || gw.accepted().len() == 1).await;
+    let sms = gw.accepted()[0].2.clone();
+    assert!(sms.contains("/i/") && sms.contains("/me/"), "{sms}");
+    let token = sms
+        .split_whitespace()
+        .find(|w| w.contains("/i/"))
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_string();
+    let r = app
+        .client
+        .post(app.url(&format!("/api/v1/invitations/{token}/accept")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    eventually("booking SMS", || gw.accepted().len() == 2).await;
+    let booking = gw.accepted()[1].2.clone();
+    assert!(
+        booking.contains("appointment confirmed at Heysel") && booking.contains("/me/"),
+        "{booking}"
+    );
+    let mails = app.store().messages_of_kind("booking").await.unwrap();
+    assert_eq!(
+        mails.iter().map(|m| m.1.as_str()).collect::<Vec<_>>(),
+        vec!["email", "sms"]
+    );
 }
