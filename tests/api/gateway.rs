@@ -8,7 +8,6 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use serde_json::{Value, json};
-use standby_store::Store;
 use std::sync::{Arc, Mutex};
 
 #[derive(Default)]
