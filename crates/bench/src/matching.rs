@@ -168,6 +168,17 @@ pub async fn run(args: HashMap<String, String>) {
         ),
         limit: candidates,
     };
+    if database.starts_with("postgres") {
+        // As autovacuum would after a bulk load: fresh planner statistics.
+        use sqlx::Connection;
+        let mut conn = sqlx::PgConnection::connect(&database)
+            .await
+            .expect("connect");
+        sqlx::query("ANALYZE")
+            .execute(&mut conn)
+            .await
+            .expect("analyze");
+    }
     let total = store.stats().await.expect("stats").waiting;
     let mut times = Vec::new();
     let mut found = 0;

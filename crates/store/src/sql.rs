@@ -49,7 +49,8 @@ impl SqlStore {
                 db: Db::Sqlite(pool),
             })
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-            let opts = PgConnectOptions::from_str(url)?;
+            // Short OLTP queries only: JIT compilation costs more than it saves.
+            let opts = PgConnectOptions::from_str(url)?.options([("jit", "off")]);
             let pool = PgPoolOptions::new()
                 .max_connections(16)
                 .acquire_timeout(Duration::from_secs(10))
