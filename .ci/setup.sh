@@ -22,6 +22,11 @@ if ! python3 -c "import aiosmtpd" 2>/dev/null; then
   python3 -m pip install --quiet aiosmtpd 2>/dev/null || apt_install python3-aiosmtpd
 fi
 
+if ! command -v schemathesis >/dev/null; then
+  echo "setup: installing schemathesis from PyPI"
+  python3 -m pip install --quiet schemathesis
+fi
+
 PGHOST=127.0.0.1
 PGPORT=5432
 if ! command -v psql >/dev/null; then
