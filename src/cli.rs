@@ -160,8 +160,7 @@ async fn serve(config: Config, may_seed_demo: bool) -> anyhow::Result<()> {
             .await?
             .print();
     }
-    let reuse_port = process_env("STANDBY_REUSE_PORT").is_some_and(|v| v == "1" || v == "true");
-    let listener = bind(config.listen, reuse_port)
+    let listener = bind(config.listen, config.reuse_port)
         .map_err(|e| anyhow::anyhow!("cannot listen on {} (STANDBY_LISTEN): {e}", config.listen))?;
     let state = crate::App::new(config, store, clock);
     crate::spawn_workers(&state)?;

@@ -54,6 +54,8 @@ pub struct Config {
     pub lease_ms: i64,
     /// Personal data of the vaccinated and withdrawn is erased after this long.
     pub retention_ms: i64,
+    /// Several processes share one port (STANDBY_REUSE_PORT=1).
+    pub reuse_port: bool,
 }
 
 impl std::fmt::Debug for Config {
@@ -281,6 +283,11 @@ impl Config {
                 * 24
                 * 3600
                 * 1000,
+            reuse_port: match env("STANDBY_REUSE_PORT").as_deref() {
+                None | Some("0") | Some("false") => false,
+                Some("1") | Some("true") => true,
+                Some(_) => return Err(bad("STANDBY_REUSE_PORT", "must be 1 or 0")),
+            },
         })
     }
 }

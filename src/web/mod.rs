@@ -157,7 +157,7 @@ async fn client_rate_limit(State(state): State<AppState>, req: Request, next: Ne
             .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
             .map(|c| c.0.ip());
         if let Some(ip) = extract::client_ip(req.headers(), peer, &state.config.trusted_proxies)
-            && let Err(retry_after) = state.limiter.check(ip, state.clock.now_ms())
+            && let Err(retry_after) = client_allowed(&state, ip).await
         {
             crate::metrics::add(
                 "standby_shed_requests_total",
@@ -173,6 +173,36 @@ async fn client_rate_limit(State(state): State<AppState>, req: Request, next: Ne
         }
     }
     next.run(req).await
+}
+
+/// One process alone counts in memory. Several processes (PostgreSQL, or
+/// SO_REUSEPORT on one port) count in the database, so the limit holds
+/// whichever process a request reaches. The key is a hash of the address.
+async fn client_allowed(state: &AppState, ip: std::net::IpAddr) -> Result<(), u64> {
+    let now = state.clock.now_ms();
+    let shared =
+        state.config.reuse_port || state.store.backend() == standby_store::Backend::Postgres;
+    if !shared {
+        return state.limiter.check(ip, now);
+    }
+    let key = format!(
+        "client:{}",
+        crate::security::hmac_hex(&state.config.secret, ip.to_string().as_bytes())
+    );
+    match state
+        .store
+        .throttle_hit(&key, 60_000, i64::from(state.config.client_rate), now)
+        .await
+    {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(
+            u64::try_from((60_000 - now.rem_euclid(60_000) + 999) / 1000)
+                .unwrap_or(60)
+                .max(1),
+        ),
+        // The database not answering is reported by the request itself.
+        Err(_) => state.limiter.check(ip, now),
+    }
 }
 
 async fn record_metrics(req: Request, next: Next) -> Response {

@@ -271,6 +271,45 @@ async fn hsts_behind_tls_and_secure_cookies() {
 }
 
 #[tokio::test]
+async fn the_client_limit_holds_across_processes_sharing_a_database() {
+    let env = || {
+        vec![
+            ("STANDBY_CLIENT_RATE", "4".to_string()),
+            ("STANDBY_REUSE_PORT", "1".to_string()),
+        ]
+    };
+    let a = spawn_with(Options {
+        env: env(),
+        ..Default::default()
+    })
+    .await;
+    let b = spawn_with(Options {
+        env: env(),
+        database: Some(a.database_url.clone()),
+        ..Default::default()
+    })
+    .await;
+    for (app, n) in [(&a, 1), (&b, 2), (&a, 3), (&b, 4)] {
+        assert_eq!(
+            app.post_json("/api/v1/registrations", &registration(n))
+                .await
+                .status(),
+            202
+        );
+    }
+    // Four in this minute across both processes: the fifth is refused by either.
+    let r = b.post_json("/api/v1/registrations", &registration(5)).await;
+    assert_eq!(r.status(), 429);
+    assert!(r.headers().contains_key("retry-after"));
+    assert_eq!(
+        a.post_json("/api/v1/registrations", &registration(6))
+            .await
+            .status(),
+        429
+    );
+}
+
+#[tokio::test]
 async fn security_headers_on_every_answer() {
     let app = spawn_app().await;
     for path in ["/", "/api/v1/stats", "/nowhere"] {

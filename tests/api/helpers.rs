@@ -65,6 +65,8 @@ pub struct TestApp {
 pub struct Options {
     pub env: Vec<(&'static str, String)>,
     pub workers: bool,
+    /// Share an existing database (a second process, say) instead of a fresh one.
+    pub database: Option<String>,
 }
 
 impl Default for Options {
@@ -72,6 +74,7 @@ impl Default for Options {
         Options {
             env: Vec::new(),
             workers: true,
+            database: None,
         }
     }
 }
@@ -89,7 +92,10 @@ pub async fn spawn_with(opts: Options) -> TestApp {
             .try_init();
     }
     let tmp = tempfile::tempdir().unwrap();
-    let database_url = fresh_database_url(tmp.path()).await;
+    let database_url = match opts.database.clone() {
+        Some(url) => url,
+        None => fresh_database_url(tmp.path()).await,
+    };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let outbox = tmp.path().join("outbox");

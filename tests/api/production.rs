@@ -104,6 +104,7 @@ async fn personal_data_of_the_vaccinated_is_purged_after_the_retention_period() 
     let app = spawn_with(Options {
         env: vec![("STANDBY_RETENTION_DAYS", "30".into())],
         workers: true,
+        ..Default::default()
     })
     .await;
     let w = world(&app, 10).await;

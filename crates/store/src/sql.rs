@@ -207,6 +207,14 @@ impl Store for SqlStore {
     }
 
     async fn maintenance(&self) -> Result<()> {
+        // Throttle windows older than a day are of no use to anyone.
+        on_db!(self, |p| {
+            let cutoff = now_ms() - 24 * 3600 * 1000;
+            sqlx::query("DELETE FROM throttle WHERE window_start < $1")
+                .bind(cutoff)
+                .execute(p)
+                .await?;
+        });
         if let Db::Sqlite(p) = &self.db {
             // Folds the write-ahead log back into the database without blocking writers.
             sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
@@ -1240,6 +1248,13 @@ impl Store for SqlStore {
                 .collect()
         })
     }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 /// Today (UTC) as YYYYMMDD, for age arithmetic.
