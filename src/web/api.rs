@@ -101,7 +101,7 @@ impl<'a> Fields<'a> {
     }
 }
 
-fn registration_input(body: &Value) -> Result<RegistrationInput, AppError> {
+pub fn registration_input(body: &Value) -> Result<RegistrationInput, AppError> {
     let mut f = Fields::new(body)?;
     let consent = match f.map.get("consent") {
         None | Some(Value::Null) => false,

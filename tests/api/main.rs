@@ -7,6 +7,7 @@ mod browser;
 mod cli;
 mod crash;
 mod engine;
+mod fuzz_corpus;
 mod gateway;
 mod helpers;
 mod production;
