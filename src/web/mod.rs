@@ -112,6 +112,10 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             client_rate_limit,
         ))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            same_origin_forms,
+        ))
         .layer(middleware::from_fn(record_metrics))
         .layer(middleware::from_fn_with_state(
             state.clone(),
@@ -170,6 +174,39 @@ async fn client_rate_limit(State(state): State<AppState>, req: Request, next: Ne
             } else {
                 PageError(err, extract::negotiate(req.headers(), req.uri().query())).into_response()
             };
+        }
+    }
+    next.run(req).await
+}
+
+/// Every form post must come from our own pages: a browser says where a
+/// request comes from (`Sec-Fetch-Site`, `Origin`); a post from another site
+/// is refused (403). Staff forms carry a CSRF token as well; the API, used by
+/// programs, is left to its bearer tokens.
+async fn same_origin_forms(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let unsafe_method = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+    if unsafe_method && !req.uri().path().starts_with("/api/") {
+        let h = req.headers();
+        let fetch_site = h.get("sec-fetch-site").and_then(|v| v.to_str().ok());
+        let origin = h.get(header::ORIGIN).and_then(|v| v.to_str().ok());
+        let host_origin = h
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .map(|host| format!("http://{host}"));
+        let ours = |o: &str| {
+            o == state.config.public_url
+                || host_origin.as_deref() == Some(o)
+                || host_origin
+                    .as_deref()
+                    .map(|h| h.replacen("http://", "https://", 1))
+                    .as_deref()
+                    == Some(o)
+        };
+        let cross = matches!(fetch_site, Some("cross-site") | Some("same-site"))
+            || origin.is_some_and(|o| !ours(o));
+        if cross {
+            let lang = extract::negotiate(req.headers(), req.uri().query());
+            return PageError(AppError::Forbidden, lang).into_response();
         }
     }
     next.run(req).await
@@ -243,7 +280,7 @@ async fn security_headers(State(state): State<AppState>, req: Request, next: Nex
     // Token links must never leak to another site through Referer.
     h.insert(
         header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
+        HeaderValue::from_static("same-origin"),
     );
     if https {
         // Behind TLS: browsers must never come back over plain HTTP.

@@ -322,6 +322,56 @@ async fn security_headers_on_every_answer() {
                 && !csp.contains("unsafe-inline")
         );
         assert_eq!(h["x-content-type-options"], "nosniff");
-        assert_eq!(h["referrer-policy"], "no-referrer");
+        assert_eq!(h["referrer-policy"], "same-origin");
     }
+}
+
+#[tokio::test]
+async fn forms_posted_from_another_site_are_refused() {
+    let app = spawn_app().await;
+    let form = [
+        ("national_id", be_id(1)),
+        ("first_name", "A".into()),
+        ("last_name", "B".into()),
+        ("email", "a@example.be".into()),
+        ("consent", "on".into()),
+    ];
+    for (name, value) in [
+        ("origin", "https://evil.example"),
+        ("origin", "null"),
+        ("sec-fetch-site", "cross-site"),
+    ] {
+        let r = app
+            .client
+            .post(app.url("/"))
+            .header(name, value)
+            .form(&form)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 403, "{name}: {value}");
+    }
+    let me = format!("/me/{}", "a".repeat(43));
+    let r = app
+        .client
+        .post(app.url(&me))
+        .header("origin", "https://evil.example")
+        .form(&[("action", "withdraw"), ("really", "on")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert_eq!(app.stats().await["registered"], 0);
+    // From our own page it goes through.
+    let r = app
+        .client
+        .post(app.url("/"))
+        .header("origin", app.base.clone())
+        .header("sec-fetch-site", "same-origin")
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(app.stats().await["registered"], 1);
 }

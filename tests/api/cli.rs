@@ -191,3 +191,90 @@ async fn serve_answers_and_stops_on_sigterm() {
     let status = child.wait().unwrap();
     assert!(status.success(), "graceful stop: {status:?}");
 }
+
+#[tokio::test]
+async fn logs_are_json_lines_without_personal_data() {
+    standby::init_tls();
+    let tmp = tempfile::tempdir().unwrap();
+    let db = fresh_database_url(tmp.path()).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let log = std::fs::File::create(tmp.path().join("server.log")).unwrap();
+    let mut child = standby(tmp.path(), &db)
+        .env("STANDBY_LOG", "debug")
+        .env("STANDBY_LOG_FORMAT", "json")
+        .env("STANDBY_EMAIL", "smtp://127.0.0.1:9")
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    for _ in 0..300 {
+        if http.get(format!("{base}/readyz")).send().await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let mut body = registration(77);
+    body["first_name"] = serde_json::json!("Zéphyrine");
+    body["last_name"] = serde_json::json!("Vanderkelen");
+    body["phone"] = serde_json::json!("+32 470 99 88 77");
+    assert_eq!(
+        http.post(format!("{base}/api/v1/registrations"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        202
+    );
+    let _ = http
+        .post(format!("{base}/api/v1/login"))
+        .json(&serde_json::json!({"email": "someone@example.be", "password": "nope"}))
+        .send()
+        .await
+        .unwrap();
+    let _ = http
+        .post(format!("{base}/api/v1/registrations"))
+        .json(&serde_json::json!({"national_id": "85073003329", "email": "leak@example.be"}))
+        .send()
+        .await
+        .unwrap();
+    // Let the dispatcher fail on the closed SMTP port and log it.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    child.wait().unwrap();
+    let text = std::fs::read_to_string(tmp.path().join("server.log")).unwrap();
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(lines.len() >= 3, "{text}");
+    for line in &lines {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|_| panic!("not a JSON line: {line}"));
+        assert!(v["level"].is_string() && v["timestamp"].is_string());
+    }
+    assert!(
+        text.contains("message will be retried"),
+        "the SMTP failure is logged"
+    );
+    for secret in [
+        be_id(77).as_str(),
+        "85073003329",
+        "person77@example.be",
+        "someone@example.be",
+        "leak@example.be",
+        "Zéphyrine",
+        "Vanderkelen",
+        "470 99 88 77",
+        "+32470998877",
+    ] {
+        assert!(!text.contains(secret), "the logs carry {secret}");
+    }
+}
