@@ -318,6 +318,41 @@ async fn two_processes_on_one_database_share_the_dispatch_without_doubles() {
     let b = serve(tmp.path(), &db, free_port(), &env).await;
     let (token, center) = populate(&a.base, &tmp.path().join("outbox"), 60).await;
     let http = reqwest::Client::new();
+    // A sign-up burst spread over both processes: every one stored, once.
+    let mut burst = Vec::new();
+    for n in 1000..1200u32 {
+        let url = format!(
+            "{}/api/v1/registrations",
+            if n % 2 == 0 { &a.base } else { &b.base }
+        );
+        let http = http.clone();
+        burst.push(tokio::spawn(async move {
+            http.post(url)
+                .json(&registration(n))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }));
+    }
+    for t in burst {
+        assert_eq!(t.await.unwrap(), 202);
+    }
+    let store = standby::open_store(&db).await.unwrap();
+    for n in 1000..1200u32 {
+        let hash =
+            standby::security::national_id_hash(SECRET.as_bytes(), &format!("BE:{}", be_id(n)));
+        assert!(
+            store.has_registrant(&hash).await.unwrap(),
+            "sign-up {n} lost"
+        );
+    }
+    assert_eq!(
+        store.stats().await.unwrap().registered,
+        260,
+        "60 + 200, none doubled"
+    );
     let r = http
         .post(format!("{}/api/v1/centers/{center}/offers", b.base))
         .bearer_auth(&token)
@@ -326,7 +361,6 @@ async fn two_processes_on_one_database_share_the_dispatch_without_doubles() {
         .await
         .unwrap();
     assert_eq!(r.status(), 201);
-    let store = standby::open_store(&db).await.unwrap();
     for _ in 0..600 {
         let sms = store.messages_of_kind("invitation").await.unwrap();
         if sms.iter().filter(|m| m.1 == "sms").count() == 60 && sms.iter().all(|m| m.2 == "sent") {
