@@ -151,6 +151,38 @@ macro_rules! replace_availability {
     };
 }
 
+/// No message of an invitation reached the person (none waiting to leave,
+/// none handed over without a failed delivery): the invitation becomes
+/// undeliverable and the person goes back to the list with no penalty.
+macro_rules! undeliverable_if_unreached {
+    ($tx:expr, $inv:expr, $actor:expr, $now:expr) => {
+        let reached: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM outbox WHERE invitation_id = $1 AND (status IN ('queued', 'sending') \
+             OR (status = 'sent' AND (delivery IS NULL OR delivery <> 'failed')))",
+        )
+        .bind($inv)
+        .fetch_one(&mut *$tx)
+        .await?;
+        if reached == 0 {
+            let reg: Option<i64> = sqlx::query_scalar(
+                "UPDATE invitations SET status = 'undeliverable', answered_at = $2 WHERE id = $1 AND status IN ('queued', 'sent') RETURNING registrant_id",
+            )
+            .bind($inv)
+            .bind($now)
+            .fetch_optional(&mut *$tx)
+            .await?;
+            if let Some(reg) = reg {
+                sqlx::query("UPDATE registrants SET status = 'waiting', status_changed_at = $2 WHERE id = $1 AND status = 'invited'")
+                    .bind(reg)
+                    .bind($now)
+                    .execute(&mut *$tx)
+                    .await?;
+                audit!($tx, $now, $actor, "invitation.undeliverable", "invitation", $inv, "{}");
+            }
+        }
+    };
+}
+
 fn outbox_from_row<R: Row>(row: &R) -> Result<OutboxMessage>
 where
     for<'a> &'a str: sqlx::ColumnIndex<R>,
@@ -873,36 +905,7 @@ impl Store for SqlStore {
             if let Some(invitation) = invitation {
                 audit!(tx, now, "dispatcher", "message.failed", "message", id, "{}");
                 if let Some(inv) = invitation {
-                    let alive: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE invitation_id = $1 AND status IN ('queued', 'sending', 'sent')")
-                        .bind(inv)
-                        .fetch_one(&mut *tx)
-                        .await?;
-                    if alive == 0 {
-                        // No channel could hand it over: no penalty, the person keeps their place.
-                        let reg: Option<i64> = sqlx::query_scalar(
-                            "UPDATE invitations SET status = 'undeliverable', answered_at = $2 WHERE id = $1 AND status = 'queued' RETURNING registrant_id",
-                        )
-                        .bind(inv)
-                        .bind(now)
-                        .fetch_optional(&mut *tx)
-                        .await?;
-                        if let Some(reg) = reg {
-                            sqlx::query("UPDATE registrants SET status = 'waiting', status_changed_at = $2 WHERE id = $1 AND status = 'invited'")
-                                .bind(reg)
-                                .bind(now)
-                                .execute(&mut *tx)
-                                .await?;
-                            audit!(
-                                tx,
-                                now,
-                                "dispatcher",
-                                "invitation.undeliverable",
-                                "invitation",
-                                inv,
-                                "{}"
-                            );
-                        }
-                    }
+                    undeliverable_if_unreached!(tx, inv, "dispatcher", now);
                 }
             }
             tx.commit().await?;
@@ -971,38 +974,7 @@ impl Store for SqlStore {
                 "{}"
             );
             if let (false, Some(inv)) = (delivered, invitation) {
-                let reached: i64 = sqlx::query_scalar(
-                    "SELECT COUNT(*) FROM outbox WHERE invitation_id = $1 AND status IN ('queued', 'sending') OR \
-                     (invitation_id = $1 AND status = 'sent' AND (delivery IS NULL OR delivery <> 'failed'))",
-                )
-                .bind(inv)
-                .fetch_one(&mut *tx)
-                .await?;
-                if reached == 0 {
-                    let reg: Option<i64> = sqlx::query_scalar(
-                        "UPDATE invitations SET status = 'undeliverable', answered_at = $2 WHERE id = $1 AND status IN ('queued', 'sent') RETURNING registrant_id",
-                    )
-                    .bind(inv)
-                    .bind(now)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                    if let Some(reg) = reg {
-                        sqlx::query("UPDATE registrants SET status = 'waiting', status_changed_at = $2 WHERE id = $1 AND status = 'invited'")
-                            .bind(reg)
-                            .bind(now)
-                            .execute(&mut *tx)
-                            .await?;
-                        audit!(
-                            tx,
-                            now,
-                            "gateway",
-                            "invitation.undeliverable",
-                            "invitation",
-                            inv,
-                            "{}"
-                        );
-                    }
-                }
+                undeliverable_if_unreached!(tx, inv, "gateway", now);
             }
             tx.commit().await?;
             Ok(true)

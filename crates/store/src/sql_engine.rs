@@ -16,9 +16,16 @@ use standby_domain::invitation::invitations_to_create;
 
 const OFFER_COLUMNS: &str =
     "id, center_id, vaccine, doses, booked, starts_at, ends_at, response_ms, status, created_at";
+const SELECT_OFFER: &str = "SELECT id, center_id, vaccine, doses, booked, starts_at, ends_at, response_ms, status, created_at FROM offers WHERE id = $1";
 
 const APPOINTMENT_SELECT: &str = "SELECT a.id, a.offer_id, a.registrant_id, a.center_id, a.vaccine, a.starts_at, a.ends_at, a.status, r.first_name, r.last_name \
      FROM appointments a JOIN registrants r ON r.id = a.registrant_id";
+// One appointment by id.
+const SELECT_APPOINTMENT: &str = concat!(
+    "SELECT a.id, a.offer_id, a.registrant_id, a.center_id, a.vaccine, a.starts_at, a.ends_at, a.status, r.first_name, r.last_name \
+     FROM appointments a JOIN registrants r ON r.id = a.registrant_id",
+    " WHERE a.id = $1"
+);
 
 macro_rules! offer_from_row {
     ($r:expr) => {
@@ -225,8 +232,7 @@ impl EngineStore for SqlStore {
     async fn offer(&self, id: i64) -> Result<Option<(OfferRecord, InvitationCounts)>> {
         on_db!(self, |p| {
             let mut conn = p.acquire().await?;
-            let sql = format!("SELECT {OFFER_COLUMNS} FROM offers WHERE id = $1");
-            let Some(r) = sqlx::query(sqlx::AssertSqlSafe(sql))
+            let Some(r) = sqlx::query(SELECT_OFFER)
                 .bind(id)
                 .fetch_optional(&mut *conn)
                 .await?
@@ -275,8 +281,7 @@ impl EngineStore for SqlStore {
     async fn wave_state(&self, offer_id: i64, since: i64) -> Result<Option<WaveState>> {
         on_db!(self, |p| {
             let mut conn = p.acquire().await?;
-            let sql = format!("SELECT {OFFER_COLUMNS} FROM offers WHERE id = $1");
-            let Some(r) = sqlx::query(sqlx::AssertSqlSafe(sql))
+            let Some(r) = sqlx::query(SELECT_OFFER)
                 .bind(offer_id)
                 .fetch_optional(&mut *conn)
                 .await?
@@ -732,8 +737,7 @@ impl EngineStore for SqlStore {
                 release_unbooked!(tx, id, actor, now);
                 audit!(tx, now, actor, "offer.closed", "offer", id, "{}");
             }
-            let sql = format!("SELECT {OFFER_COLUMNS} FROM offers WHERE id = $1");
-            let r = sqlx::query(sqlx::AssertSqlSafe(sql))
+            let r = sqlx::query(SELECT_OFFER)
                 .bind(id)
                 .fetch_one(&mut *tx)
                 .await?;
@@ -799,8 +803,7 @@ impl EngineStore for SqlStore {
 
     async fn appointment(&self, id: i64) -> Result<Option<AppointmentRecord>> {
         on_db!(self, |p| {
-            let sql = format!("{APPOINTMENT_SELECT} WHERE a.id = $1");
-            let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            let row = sqlx::query(SELECT_APPOINTMENT)
                 .bind(id)
                 .fetch_optional(p)
                 .await?;
@@ -878,8 +881,7 @@ impl EngineStore for SqlStore {
                 id,
                 "{}"
             );
-            let sql = format!("{APPOINTMENT_SELECT} WHERE a.id = $1");
-            let r = sqlx::query(sqlx::AssertSqlSafe(sql))
+            let r = sqlx::query(SELECT_APPOINTMENT)
                 .bind(id)
                 .fetch_one(&mut *tx)
                 .await?;
