@@ -45,7 +45,13 @@ if ! pg_isready -q -h "$PGHOST" -p "$PGPORT"; then
   exit 1
 fi
 
-admin() { psql -h "$PGHOST" -p "$PGPORT" -U postgres -v ON_ERROR_STOP=1 -qtA "$@"; }
+# Trust auth over TCP (this kind of machine); otherwise the postgres system
+# user over the local socket (a fresh Debian install uses peer auth there).
+if psql -h "$PGHOST" -p "$PGPORT" -U postgres -qtAc "SELECT 1" >/dev/null 2>&1; then
+  admin() { psql -h "$PGHOST" -p "$PGPORT" -U postgres -v ON_ERROR_STOP=1 -qtA "$@"; }
+else
+  admin() { su postgres -c "psql -p $PGPORT -v ON_ERROR_STOP=1 -qtA $(printf '%q ' "$@")"; }
+fi
 if [ "$(admin -c "SELECT 1 FROM pg_roles WHERE rolname = 'standby'")" != 1 ]; then
   admin -c "CREATE ROLE standby LOGIN CREATEDB PASSWORD 'standby'"
 fi
