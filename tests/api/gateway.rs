@@ -142,12 +142,24 @@ async fn sms_retries_keep_their_reference_and_honour_retry_after() {
         );
         assert_eq!((tries[0].3, tries[1].3), (503, 200));
     }
-    let sms = app.store().messages_of_kind("invitation").await.unwrap();
-    assert!(
-        sms.iter()
+    // The gateway answers before the hand-over is recorded: wait for the record.
+    let mut sms = Vec::new();
+    for _ in 0..600 {
+        sms = app
+            .store()
+            .messages_of_kind("invitation")
+            .await
+            .unwrap()
+            .into_iter()
             .filter(|m| m.1 == "sms")
-            .all(|m| m.2 == "sent" && m.3 == 2)
-    );
+            .collect();
+        if sms.iter().all(|m| m.2 == "sent") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(sms.len(), 3);
+    assert!(sms.iter().all(|m| m.2 == "sent" && m.3 == 2), "{sms:?}");
 }
 
 #[tokio::test]

@@ -156,6 +156,9 @@ macro_rules! replace_availability {
 /// undeliverable and the person goes back to the list with no penalty.
 macro_rules! undeliverable_if_unreached {
     ($tx:expr, $inv:expr, $actor:expr, $now:expr) => {
+        // Lock the invitation first: two channels failing at once must not each
+        // see the other still under way and both leave it queued.
+        sqlx::query("UPDATE invitations SET status = status WHERE id = $1").bind($inv).execute(&mut *$tx).await?;
         let reached: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM outbox WHERE invitation_id = $1 AND (status IN ('queued', 'sending') \
              OR (status = 'sent' AND (delivery IS NULL OR delivery <> 'failed')))",
