@@ -23,6 +23,11 @@ pub struct App {
     pub engine_wake: Notify,
     /// Names this process in outbox claims.
     pub worker_id: String,
+    /// Where background work runs (sign-up writers, dispatchers, engine,
+    /// upkeep). `standby serve` gives it a runtime of its own, so that a
+    /// flood of HTTP requests cannot keep it waiting for a thread while it
+    /// holds the database's write lock.
+    pub background: tokio::runtime::Handle,
     /// The day (YYYYMMDD) the age bands of the queue were last brought up to date.
     pub bands_day: std::sync::atomic::AtomicI64,
     centers: Mutex<Option<(Instant, Arc<Vec<CenterRecord>>)>>,
@@ -32,13 +37,23 @@ impl App {
     /// Builds the state and starts the sign-up writers. Background
     /// dispatchers are started separately by [`crate::spawn_workers`].
     pub fn new(config: Config, store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> AppState {
+        Self::with_background(config, store, clock, tokio::runtime::Handle::current())
+    }
+
+    /// Like [`App::new`], with background work spawned on `background`.
+    pub fn with_background(
+        config: Config,
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        background: tokio::runtime::Handle,
+    ) -> AppState {
         let outbox_wake = Arc::new(Notify::new());
         let writers = match store.backend() {
             standby_store::Backend::Sqlite => 1,
             standby_store::Backend::Postgres => 4,
         };
         let upkeep = store.clone();
-        tokio::spawn(async move {
+        background.spawn(async move {
             loop {
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 if let Err(e) = upkeep.maintenance().await {
@@ -47,6 +62,7 @@ impl App {
             }
         });
         let signups = SignupWriter::start(
+            &background,
             store.clone(),
             clock.clone(),
             outbox_wake.clone(),
@@ -66,6 +82,7 @@ impl App {
             signups,
             outbox_wake,
             engine_wake: Notify::new(),
+            background,
             bands_day: std::sync::atomic::AtomicI64::new(0),
             centers: Mutex::new(None),
         })

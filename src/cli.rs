@@ -162,11 +162,26 @@ async fn serve(config: Config, may_seed_demo: bool) -> anyhow::Result<()> {
     }
     let listener = bind(config.listen, config.reuse_port)
         .map_err(|e| anyhow::anyhow!("cannot listen on {} (STANDBY_LISTEN): {e}", config.listen))?;
-    let state = crate::App::new(config, store, clock);
+    let state = crate::App::with_background(config, store, clock, background_runtime()?);
     crate::spawn_workers(&state)?;
     tracing::info!(address = %state.config.listen, "serving on {}", state.config.public_url);
     crate::serve_until(listener, state, shutdown_signal()).await?;
     Ok(())
+}
+
+/// A one-thread runtime for background work, beside the one serving HTTP.
+/// It lives as long as the process.
+fn background_runtime() -> anyhow::Result<tokio::runtime::Handle> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| anyhow::anyhow!("cannot start the background runtime: {e}"))?;
+    let handle = runtime.handle().clone();
+    std::thread::Builder::new()
+        .name("standby-background".into())
+        .spawn(move || runtime.block_on(std::future::pending::<()>()))
+        .map_err(|e| anyhow::anyhow!("cannot start the background thread: {e}"))?;
+    Ok(handle)
 }
 
 /// Binds the listening socket with a deep accept queue (a launch-day surge

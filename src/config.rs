@@ -319,7 +319,7 @@ fn load_or_create_secret(database_url: &str) -> Result<Vec<u8>, ConfigError> {
             ));
         }
     }
-    let secret = crate::security::random_token();
+    let secret = crate::security::random_secret();
     if let Some(parent) = file.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).map_err(|e| {
             bad(

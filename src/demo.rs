@@ -103,7 +103,7 @@ pub fn luxembourg_id(year: i32, month: u32, day: u32, seq: u32) -> String {
 }
 
 fn password() -> String {
-    random_token()[..16].to_string()
+    crate::security::random_secret()[..16].to_string()
 }
 
 pub async fn seed(
@@ -260,11 +260,12 @@ pub async fn seed(
             confirmed_at,
         });
         if batch.len() == 500 {
-            store.insert_registrations(&batch, now).await?;
-            batch.clear();
+            store
+                .insert_registrations(std::mem::take(&mut batch), now)
+                .await?;
         }
     }
-    store.insert_registrations(&batch, now).await?;
+    store.insert_registrations(batch, now).await?;
     Ok(Summary {
         already_present: false,
         logins,

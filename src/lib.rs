@@ -47,17 +47,18 @@ pub fn spawn_workers(state: &AppState) -> anyhow::Result<()> {
     let email: Arc<dyn notify::Channel> =
         Arc::new(notify::email::EmailChannel::new(&state.config)?);
     let sms: Arc<dyn notify::Channel> = Arc::new(notify::sms::SmsChannel::new(&state.config)?);
-    tokio::spawn(notify::run_channel(
+    let background = &state.background;
+    background.spawn(notify::run_channel(
         state.clone(),
         email,
         state.config.email_rate,
     ));
-    tokio::spawn(notify::run_channel(
+    background.spawn(notify::run_channel(
         state.clone(),
         sms,
         state.config.sms_rate,
     ));
-    tokio::spawn(services::engine::run(state.clone()));
+    background.spawn(services::engine::run(state.clone()));
     Ok(())
 }
 

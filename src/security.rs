@@ -8,31 +8,78 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Mutex;
 
-/// 256 random bits, URL-safe base64 (43 characters).
-pub fn random_token() -> String {
+/// 256 random bits, URL-safe base64 (43 characters): for secrets that are
+/// never looked up in an index (CSRF values, generated passwords, keys).
+pub fn random_secret() -> String {
     use base64::Engine;
     let mut buf = [0u8; 32];
     rand::rng().fill_bytes(&mut buf);
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(buf)
 }
 
-/// A short random reference for messages (128 bits, hex).
-pub fn random_reference(prefix: &str) -> String {
-    let mut buf = [0u8; 16];
-    rand::rng().fill_bytes(&mut buf);
-    format!("{prefix}-{}", hex::encode(buf))
+/// Milliseconds since the epoch from the system clock, for ordering only.
+fn wall_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
-/// What the store keeps of a bearer token. Tokens carry 256 random bits, so
-/// an unkeyed hash is enough; lookups by hash compare in the database index,
-/// which never sees the token itself.
+/// Length of the time-ordered bearer tokens: 12 hex digits of creation time,
+/// then 192 random bits in URL-safe base64.
+pub const TOKEN_LEN: usize = 44;
+
+/// A new bearer token (confirmation, self-service, invitation, staff
+/// session). It starts with its creation time so that what the store keeps of
+/// it ([`token_hash`]) is inserted at the end of its index instead of at a
+/// random place: at launch-day rates, random keys cost one rewritten index
+/// page per sign-up. The time is no secret (the row records it anyway); the
+/// 192 random bits are.
+pub fn random_token() -> String {
+    use base64::Engine;
+    let mut buf = [0u8; 24];
+    rand::rng().fill_bytes(&mut buf);
+    format!(
+        "{:012x}{}",
+        wall_ms() & 0xffff_ffff_ffff,
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(buf)
+    )
+}
+
+/// A reference for messages: the prefix, then 32 hex digits (creation time,
+/// a counter, 64 random bits), so references too are inserted in order.
+pub fn random_reference(prefix: &str) -> String {
+    static COUNTER: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+    let seq = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!(
+        "{prefix}-{:012x}{seq:04x}{:016x}",
+        wall_ms() & 0xffff_ffff_ffff,
+        rand::rng().next_u64()
+    )
+}
+
+/// What the store keeps of a bearer token. Tokens carry at least 192 random
+/// bits, so an unkeyed hash is enough; lookups by hash compare in the
+/// database index, which never sees the token itself. A time-ordered token
+/// keeps its time prefix in front of the hash; a token of the earlier
+/// all-random kind (43 characters) is kept as the bare hash, so links issued
+/// before still work.
 pub fn token_hash(token: &str) -> String {
-    hex::encode(Sha256::digest(token.as_bytes()))
+    let digest = hex::encode(Sha256::digest(token.as_bytes()));
+    match token.get(..12) {
+        Some(time)
+            if token.len() == TOKEN_LEN
+                && time.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) =>
+        {
+            format!("{time}{digest}")
+        }
+        _ => digest,
+    }
 }
 
 /// Does the text look like one of our tokens? Cheap filter before any lookup.
 pub fn plausible_token(token: &str) -> bool {
-    token.len() == 43
+    (token.len() == TOKEN_LEN || token.len() == 43)
         && token
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
@@ -126,11 +173,38 @@ mod tests {
         let a = random_token();
         let b = random_token();
         assert_ne!(a, b);
+        assert_eq!(a.len(), TOKEN_LEN);
         assert!(plausible_token(&a));
         assert!(!plausible_token("abc"));
-        assert!(!plausible_token(&format!("{}'", &a[..42])));
-        assert_eq!(token_hash(&a).len(), 64);
+        assert!(!plausible_token(&format!("{}'", &a[..TOKEN_LEN - 1])));
+        assert_eq!(token_hash(&a).len(), 12 + 64);
         assert_ne!(token_hash(&a), token_hash(&b));
+        assert!(!token_hash(&a).contains(&a[12..]));
+        // An all-random token of the earlier kind is still accepted and kept
+        // as its bare hash.
+        let old = random_secret();
+        assert_eq!(old.len(), 43);
+        assert!(plausible_token(&old));
+        assert_eq!(
+            token_hash(&old),
+            hex::encode(Sha256::digest(old.as_bytes()))
+        );
+    }
+
+    #[test]
+    fn stored_token_keys_and_references_grow_with_time() {
+        // Keys made later sort after keys made earlier, so the database appends
+        // them to its indexes instead of rewriting a random page for each.
+        let first_key = token_hash(&random_token());
+        let first_ref = random_reference("confirm");
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        let second_key = token_hash(&random_token());
+        let second_ref = random_reference("confirm");
+        assert!(first_key < second_key, "{first_key} then {second_key}");
+        assert!(first_ref < second_ref, "{first_ref} then {second_ref}");
+        assert_eq!(first_ref.len(), "confirm-".len() + 32);
+        // Secrets stay wholly random.
+        assert_ne!(random_secret()[..12], random_secret()[..12]);
     }
 
     #[test]

@@ -21,7 +21,8 @@ pub const LOGIN_WINDOW_MS: i64 = 15 * 60 * 1000;
 /// A hash to verify against when the account does not exist, so a wrong
 /// e-mail takes as long as a wrong password.
 static DUMMY_HASH: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-    crate::security::hash_password(&random_token()).expect("argon2 hashes a random password")
+    crate::security::hash_password(&crate::security::random_secret())
+        .expect("argon2 hashes a random password")
 });
 
 #[derive(Debug, Clone)]
@@ -223,7 +224,7 @@ pub async fn log_in(
         return Err(AppError::Unauthorized);
     };
     let token = random_token();
-    let csrf = random_token();
+    let csrf = crate::security::random_secret();
     let expires_at = now + TOKEN_LIFETIME_MS;
     store
         .create_token(

@@ -19,7 +19,7 @@ use tokio::sync::{Mutex, Notify, mpsc, oneshot};
 /// A confirmation link stays valid for 30 days.
 pub const CONFIRM_TOKEN_LIFETIME_MS: i64 = 30 * 24 * 3600 * 1000;
 /// Most registrations committed in one transaction.
-pub const MAX_BATCH: usize = 512;
+pub const MAX_BATCH: usize = 2048;
 
 type Job = (
     NewRegistrant,
@@ -33,6 +33,7 @@ pub struct SignupWriter {
 
 impl SignupWriter {
     pub fn start(
+        background: &tokio::runtime::Handle,
         store: Arc<dyn Store>,
         clock: Arc<dyn Clock>,
         wake: Arc<Notify>,
@@ -42,7 +43,7 @@ impl SignupWriter {
         let (tx, rx) = mpsc::channel::<Job>(capacity.max(1));
         let rx = Arc::new(Mutex::new(rx));
         for _ in 0..writers.max(1) {
-            tokio::spawn(write_loop(
+            background.spawn(write_loop(
                 rx.clone(),
                 store.clone(),
                 clock.clone(),
@@ -98,17 +99,18 @@ async fn write_loop(
                 }
             }
         }
-        let regs: Vec<NewRegistrant> = batch.iter().map(|(r, _)| r.clone()).collect();
+        let (regs, replies): (Vec<NewRegistrant>, Vec<_>) = batch.into_iter().unzip();
+        let size = regs.len();
         let started = std::time::Instant::now();
-        let result = store.insert_registrations(&regs, clock.now_ms()).await;
+        let result = store.insert_registrations(regs, clock.now_ms()).await;
         crate::metrics::add(
             "standby_signup_batch_seconds_sum",
             &[],
             started.elapsed().as_secs_f64(),
         );
-        crate::metrics::add("standby_signup_batch_size_sum", &[], regs.len() as f64);
+        crate::metrics::add("standby_signup_batch_size_sum", &[], size as f64);
         tracing::debug!(
-            size = regs.len(),
+            size,
             duration_ms = started.elapsed().as_millis() as u64,
             "sign-up batch committed"
         );
@@ -129,7 +131,7 @@ async fn write_loop(
                     (outcomes.len() - created) as f64,
                 );
                 crate::metrics::add("standby_signup_batches_total", &[], 1.0);
-                for ((_, reply), outcome) in batch.into_iter().zip(outcomes) {
+                for (reply, outcome) in replies.into_iter().zip(outcomes) {
                     let _ = reply.send(Ok(outcome));
                 }
                 if created > 0 {
@@ -137,8 +139,8 @@ async fn write_loop(
                 }
             }
             Err(e) => {
-                tracing::error!(error = %e, size = regs.len(), "sign-up batch failed; nobody in it was told it was received");
-                for (_, reply) in batch {
+                tracing::error!(error = %e, size, "sign-up batch failed; nobody in it was told it was received");
+                for reply in replies {
                     let _ = reply.send(Err(e.to_string()));
                 }
             }

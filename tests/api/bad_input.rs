@@ -246,7 +246,7 @@ async fn hsts_behind_tls_and_secure_cookies() {
             .starts_with("max-age=")
     );
     let token = crate::setup::user(&app, "a@example.be", "admin", None).await;
-    assert_eq!(token.len(), 43);
+    assert_eq!(token.len(), standby::security::TOKEN_LEN);
     let r = app
         .client
         .post(app.url("/login"))

@@ -29,7 +29,9 @@ pub async fn fresh_database_url(tmp: &Path) -> String {
             use sqlx::Connection;
             let name = format!(
                 "standby_t_{}",
-                standby::security::random_reference("db").replace('-', "_")[3..19].to_lowercase()
+                &standby::security::random_secret()
+                    .to_lowercase()
+                    .replace(|c: char| !c.is_ascii_alphanumeric(), "")[..16]
             );
             let mut conn = sqlx::PgConnection::connect(&admin)
                 .await

@@ -149,7 +149,7 @@ pub async fn person(app: &TestApp, p: Person<'_>, confirmed_at: i64) -> i64 {
         confirmed_at: None,
     };
     let out = store
-        .insert_registrations(&[r], confirmed_at)
+        .insert_registrations(vec![r], confirmed_at)
         .await
         .unwrap();
     let standby_store::InsertOutcome::Created(id) = out[0] else {

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 async fn log_in_gives_a_bearer_token_and_bad_credentials_get_401() {
     let app = spawn_app().await;
     let token = user(&app, "boss@example.be", "admin", None).await;
-    assert_eq!(token.len(), 43);
+    assert_eq!(token.len(), standby::security::TOKEN_LEN);
     let r = app
         .post_json(
             "/api/v1/login",

@@ -52,7 +52,7 @@ async fn batches_deduplicate_within_and_across() {
     let (s, _t) = store().await;
     let out = s
         .insert_registrations(
-            &[
+            vec![
                 registrant("h1", "c1"),
                 registrant("h2", "c2"),
                 registrant("h1", "c3"),
@@ -70,7 +70,7 @@ async fn batches_deduplicate_within_and_across() {
         ]
     ));
     let out = s
-        .insert_registrations(&[registrant("h2", "c4")], 2)
+        .insert_registrations(vec![registrant("h2", "c4")], 2)
         .await
         .unwrap();
     assert_eq!(out, vec![InsertOutcome::Duplicate]);
@@ -91,7 +91,7 @@ async fn batches_deduplicate_within_and_across() {
 #[tokio::test]
 async fn confirmation_is_once_and_expires() {
     let (s, _t) = store().await;
-    s.insert_registrations(&[registrant("h1", "c1"), registrant("h2", "c2")], 1)
+    s.insert_registrations(vec![registrant("h1", "c1"), registrant("h2", "c2")], 1)
         .await
         .unwrap();
     assert!(matches!(
@@ -191,7 +191,7 @@ async fn claims_are_leases_and_stale_workers_change_nothing() {
 async fn withdrawal_erases_and_unsent_messages_are_withdrawn() {
     let (s, _t) = store().await;
     let out = s
-        .insert_registrations(&[registrant("h1", "c1")], 1)
+        .insert_registrations(vec![registrant("h1", "c1")], 1)
         .await
         .unwrap();
     let InsertOutcome::Created(id) = out[0] else {
@@ -218,7 +218,7 @@ async fn withdrawal_erases_and_unsent_messages_are_withdrawn() {
     );
     // The same national ID may register again.
     assert!(matches!(
-        s.insert_registrations(&[registrant("h1", "c9")], 4)
+        s.insert_registrations(vec![registrant("h1", "c9")], 4)
             .await
             .unwrap()[0],
         InsertOutcome::Created(_)

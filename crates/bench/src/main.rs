@@ -69,6 +69,9 @@ pub fn national_id(n: u64) -> (String, String) {
     }
 }
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     let (cmd, args) = args();
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -78,7 +78,7 @@ pub async fn run(args: HashMap<String, String>) {
         });
         if batch.len() == 2000 {
             store
-                .insert_registrations(&batch, now)
+                .insert_registrations(batch.clone(), now)
                 .await
                 .expect("insert");
             for r in &batch {
@@ -102,7 +102,7 @@ pub async fn run(args: HashMap<String, String>) {
     }
     if !batch.is_empty() {
         store
-            .insert_registrations(&batch, now)
+            .insert_registrations(batch.clone(), now)
             .await
             .expect("insert");
         for r in &batch {

@@ -204,7 +204,7 @@ pub async fn run(args: HashMap<String, String>) {
     }
     for chunk in batch.chunks(1000) {
         store
-            .insert_registrations(chunk, now)
+            .insert_registrations(chunk.to_vec(), now)
             .await
             .expect("insert");
     }

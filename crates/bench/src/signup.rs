@@ -1,8 +1,5 @@
 //! The launch-day replay.
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper_util::rt::TokioIo;
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -31,7 +28,9 @@ fn loopback(url: &str) -> SocketAddr {
     addr
 }
 
-fn registration(n: u64, repeat_every: u64) -> (u64, String) {
+/// A registration for sign-up number `n`: the national ID it uses and the
+/// request body, as JSON for the API or URL-encoded for the HTML form.
+fn registration(n: u64, repeat_every: u64, form: bool) -> (u64, String) {
     // One in `repeat_every` repeats the ID of an earlier registration.
     let id_n = if repeat_every > 0 && n % repeat_every == repeat_every - 1 && n > 1000 {
         n - 1000
@@ -39,11 +38,92 @@ fn registration(n: u64, repeat_every: u64) -> (u64, String) {
         n
     };
     let (country, id) = crate::national_id(id_n);
-    let body = serde_json::json!({
-        "country": country, "national_id": id, "title": "mx", "first_name": "Bench", "last_name": format!("Person {n}"),
-        "email": format!("bench{n}@example.org"), "language": "fr", "consent": true,
-    });
-    (id_n, body.to_string())
+    let body = if form {
+        format!(
+            "form_lang=fr&country={country}&national_id={id}&title=mx&first_name=Bench&last_name=Person+{n}\
+             &email=bench{n}%40example.org&phone=&language=fr&consent=on"
+        )
+    } else {
+        serde_json::json!({
+            "country": country, "national_id": id, "title": "mx", "first_name": "Bench", "last_name": format!("Person {n}"),
+            "email": format!("bench{n}@example.org"), "language": "fr", "consent": true,
+        })
+        .to_string()
+    };
+    (id_n, body)
+}
+
+/// A minimal HTTP/1.1 client on one kept-alive connection, like wrk's: the
+/// request is written in one call and the answer read in the same task, so
+/// the load generator spends its CPU on the traffic, not on itself.
+struct Client {
+    stream: tokio::net::TcpStream,
+    buf: Vec<u8>,
+    host: String,
+}
+
+impl Client {
+    async fn request(&mut self, head: &str, body: &str) -> Result<u16, String> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut req = Vec::with_capacity(head.len() + body.len() + 128);
+        req.extend_from_slice(head.as_bytes());
+        req.extend_from_slice(b"Host: ");
+        req.extend_from_slice(self.host.as_bytes());
+        if !body.is_empty() {
+            req.extend_from_slice(format!("\r\nContent-Length: {}", body.len()).as_bytes());
+        }
+        req.extend_from_slice(b"\r\n\r\n");
+        req.extend_from_slice(body.as_bytes());
+        self.stream
+            .write_all(&req)
+            .await
+            .map_err(|e| format!("write: {}", e.kind()))?;
+        self.buf.clear();
+        loop {
+            // Parse what has arrived; read more until the whole answer is here.
+            let mut headers = [httparse::EMPTY_HEADER; 32];
+            let mut resp = httparse::Response::new(&mut headers);
+            match resp.parse(&self.buf) {
+                Ok(httparse::Status::Complete(head_len)) => {
+                    let status = resp.code.unwrap_or(0);
+                    let mut length = None;
+                    let mut chunked = false;
+                    for h in resp.headers.iter() {
+                        if h.name.eq_ignore_ascii_case("content-length") {
+                            length = std::str::from_utf8(h.value)
+                                .ok()
+                                .and_then(|v| v.trim().parse::<usize>().ok());
+                        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+                            chunked = h.value.eq_ignore_ascii_case(b"chunked");
+                        }
+                    }
+                    let done = match (length, chunked) {
+                        (Some(n), _) => self.buf.len() >= head_len + n,
+                        (None, true) => self.buf[head_len..].ends_with(b"0\r\n\r\n"),
+                        (None, false) => return Err("answer without a length".into()),
+                    };
+                    if done {
+                        return Ok(status);
+                    }
+                }
+                Ok(httparse::Status::Partial) => {}
+                Err(e) => return Err(format!("bad answer: {e}")),
+            }
+            let mut chunk = [0u8; 16 * 1024];
+            match self.stream.read(&mut chunk).await {
+                Ok(0) => return Err("reset".into()),
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e) => return Err(format!("read: {}", e.kind())),
+            }
+        }
+    }
+
+    async fn timed(&mut self, head: &str, body: &str) -> Result<u16, String> {
+        match tokio::time::timeout(Duration::from_secs(30), self.request(head, body)).await {
+            Ok(r) => r,
+            Err(_) => Err("timeout".into()),
+        }
+    }
 }
 
 async fn connection(
@@ -75,15 +155,19 @@ async fn connection(
         }
     };
     let _ = stream.set_nodelay(true);
-    let (mut sender, conn) = match hyper::client::conn::http1::handshake(TokioIo::new(stream)).await
-    {
-        Ok(x) => x,
-        Err(e) => {
-            *t.errors.entry(format!("handshake: {e}")).or_default() += 1;
-            return t;
-        }
+    let host = addr.to_string();
+    let post_head = if form {
+        format!(
+            "POST / HTTP/1.1\r\nContent-Type: application/x-www-form-urlencoded\r\nOrigin: http://{host}\r\n"
+        )
+    } else {
+        "POST /api/v1/registrations HTTP/1.1\r\nContent-Type: application/json\r\n".to_string()
     };
-    tokio::spawn(conn);
+    let mut client = Client {
+        stream,
+        buf: Vec::with_capacity(16 * 1024),
+        host,
+    };
     loop {
         let n = next.fetch_add(1, Ordering::Relaxed);
         if n >= total || Instant::now() >= deadline {
@@ -91,11 +175,7 @@ async fn connection(
         }
         let started = Instant::now();
         if form {
-            let req = hyper::Request::get("/")
-                .header("host", "bench")
-                .body(Full::new(Bytes::new()))
-                .unwrap();
-            match send(&mut sender, req).await {
+            match client.timed("GET / HTTP/1.1\r\n", "").await {
                 Ok(200) => {}
                 Ok(s) => *t.statuses.entry(s).or_default() += 0,
                 Err(e) => {
@@ -104,18 +184,14 @@ async fn connection(
                 }
             }
         }
-        let (id_n, body) = registration(offset + n, repeat_every);
-        let req = hyper::Request::post("/api/v1/registrations")
-            .header("host", "bench")
-            .header("content-type", "application/json")
-            .body(Full::new(Bytes::from(body)))
-            .unwrap();
-        match send(&mut sender, req).await {
+        let (id_n, body) = registration(offset + n, repeat_every, form);
+        match client.timed(&post_head, &body).await {
             Ok(status) => {
                 t.latencies_us
                     .push(started.elapsed().as_micros().min(u128::from(u32::MAX)) as u32);
                 *t.statuses.entry(status).or_default() += 1;
-                if status == 202 {
+                // The API answers 202; the form answers 200 with its "done" page.
+                if status == 202 || (form && status == 200) {
                     t.accepted.push(id_n);
                 }
             }
@@ -127,35 +203,14 @@ async fn connection(
     }
 }
 
-async fn send(
-    sender: &mut hyper::client::conn::http1::SendRequest<Full<Bytes>>,
-    req: hyper::Request<Full<Bytes>>,
-) -> Result<u16, String> {
-    sender
-        .ready()
-        .await
-        .map_err(|e| format!("connection: {e}"))?;
-    let fut = sender.send_request(req);
-    let resp = match tokio::time::timeout(Duration::from_secs(30), fut).await {
-        Ok(Ok(r)) => r,
-        Ok(Err(e)) => {
-            return Err(format!(
-                "request: {}",
-                if e.is_incomplete_message() {
-                    "reset".to_string()
-                } else {
-                    e.to_string()
-                }
-            ));
-        }
-        Err(_) => return Err("timeout".into()),
-    };
-    let status = resp.status().as_u16();
-    resp.into_body()
-        .collect()
-        .await
-        .map_err(|e| format!("body: {e}"))?;
-    Ok(status)
+/// CPU seconds (user + system) a process has used so far.
+fn cpu_seconds(pid: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = stat.rsplit_once(')')?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
 }
 
 fn peak_memory_kib(pid: &str) -> Option<u64> {
@@ -184,6 +239,13 @@ pub async fn run(args: HashMap<String, String>) {
     let next = Arc::new(AtomicU64::new(0));
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let started = Instant::now();
+    let server_pids: Vec<String> = args
+        .get("server-pid")
+        .map(|p| p.split(',').map(str::to_string).collect())
+        .unwrap_or_default();
+    let cpu = |pid: &str| cpu_seconds(pid).unwrap_or(0.0);
+    let cpu_before: Vec<f64> = server_pids.iter().map(|p| cpu(p)).collect();
+    let own_before = cpu("self");
     let mut tasks = Vec::new();
     for _ in 0..connections {
         tasks.push(tokio::spawn(connection(
@@ -209,6 +271,12 @@ pub async fn run(args: HashMap<String, String>) {
         all.accepted.extend(t.accepted);
     }
     let elapsed = started.elapsed().as_secs_f64();
+    let own_cpu = cpu("self") - own_before;
+    let server_cpu: Vec<f64> = server_pids
+        .iter()
+        .zip(&cpu_before)
+        .map(|(p, before)| cpu(p) - before)
+        .collect();
     all.latencies_us.sort_unstable();
     let pct = |p: f64| {
         all.latencies_us
@@ -242,13 +310,20 @@ pub async fn run(args: HashMap<String, String>) {
     );
     println!("statuses           {:?}", all.statuses);
     println!("errors             {:?}", all.errors);
-    if let Some(pids) = args.get("server-pid") {
-        for pid in pids.split(',') {
-            println!(
-                "server {pid} peak   {} MiB",
-                peak_memory_kib(pid).map(|k| k / 1024).unwrap_or(0)
-            );
-        }
+    println!(
+        "cpu during load    load generator {own_cpu:.1} s, server {} s (of {:.1} s x cores)",
+        server_cpu
+            .iter()
+            .map(|c| format!("{c:.1}"))
+            .collect::<Vec<_>>()
+            .join(" + "),
+        elapsed
+    );
+    for pid in &server_pids {
+        println!(
+            "server {pid} peak   {} MiB",
+            peak_memory_kib(pid).map(|k| k / 1024).unwrap_or(0)
+        );
     }
     if let (Some(db), Some(secret)) = (args.get("database"), args.get("secret")) {
         verify(db, secret, &all.accepted).await;

@@ -10,6 +10,12 @@ use tokio::sync::{Mutex, OwnedMutexGuard};
 static SQLITE_WRITERS: LazyLock<std::sync::Arc<Mutex<()>>> =
     LazyLock::new(|| std::sync::Arc::new(Mutex::new(())));
 
+/// The writer slot for a thread outside the async runtime (the sign-up
+/// writer thread).
+pub(crate) fn sqlite_writer_slot_blocking() -> OwnedMutexGuard<()> {
+    SQLITE_WRITERS.clone().blocking_lock_owned()
+}
+
 /// A SQLite write transaction holding this process's writer slot.
 pub(crate) struct SqliteWrite {
     tx: Transaction<'static, Sqlite>,

@@ -11,6 +11,7 @@ mod records;
 mod sql;
 mod sql_engine;
 mod sql_staff;
+mod sqlite_writer;
 
 pub use records::*;
 pub use sql::{ME_TOKEN_LIFETIME_MS, SqlStore};
@@ -27,6 +28,8 @@ pub enum StoreError {
     Conflict(&'static str),
     #[error("not found")]
     NotFound,
+    #[error("database error: {0}")]
+    Writer(String),
     #[error("unsupported database URL (expected sqlite:// or postgres://)")]
     UnsupportedUrl,
 }
@@ -151,7 +154,7 @@ pub trait Store: StaffStore + EngineStore + Send + Sync + 'static {
     /// national ID, already stored or earlier in the batch, create nothing.
     async fn insert_registrations(
         &self,
-        batch: &[NewRegistrant],
+        batch: Vec<NewRegistrant>,
         now: i64,
     ) -> Result<Vec<InsertOutcome>>;
     async fn confirm_registrant(

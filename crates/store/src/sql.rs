@@ -2,6 +2,10 @@
 
 use crate::dialect::Dialect;
 use crate::records::*;
+use crate::sqlite_writer::{
+    AUDIT_COLUMNS, CENTER_COLUMNS, OUTBOX_COLUMNS, REGISTRANT_COLUMNS, SLOT_COLUMNS, TOKEN_COLUMNS,
+    band, created_detail, registrant_status,
+};
 use crate::{Backend, Result, Store, StoreError};
 use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -20,6 +24,8 @@ pub(crate) enum Db {
 #[derive(Clone)]
 pub struct SqlStore {
     pub(crate) db: Db,
+    /// SQLite on a file: the thread that commits sign-up batches.
+    sqlite_writer: Option<std::sync::Arc<crate::sqlite_writer::SqliteWriter>>,
 }
 
 const SELECT_REGISTRANT: &str = "SELECT id, status, language, title, first_name, last_name, email, phone, created_at, confirmed_at FROM registrants WHERE id = $1";
@@ -45,8 +51,16 @@ impl SqlStore {
                 .min_connections(1)
                 .connect_with(opts)
                 .await?;
+            let sqlite_writer = match sqlite_file(url) {
+                Some(path) => Some(std::sync::Arc::new(
+                    crate::sqlite_writer::SqliteWriter::open(&path)
+                        .map_err(|e| StoreError::Writer(e.to_string()))?,
+                )),
+                None => None,
+            };
             Ok(Self {
                 db: Db::Sqlite(pool),
+                sqlite_writer,
             })
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             // Short OLTP queries only: JIT compilation costs more than it saves.
@@ -56,7 +70,10 @@ impl SqlStore {
                 .acquire_timeout(Duration::from_secs(10))
                 .connect_with(opts)
                 .await?;
-            Ok(Self { db: Db::Pg(pool) })
+            Ok(Self {
+                db: Db::Pg(pool),
+                sqlite_writer: None,
+            })
         } else {
             Err(StoreError::UnsupportedUrl)
         }
@@ -268,9 +285,13 @@ impl Store for SqlStore {
 
     async fn insert_registrations(
         &self,
-        batch: &[NewRegistrant],
+        batch: Vec<NewRegistrant>,
         now: i64,
     ) -> Result<Vec<InsertOutcome>> {
+        if let Some(writer) = &self.sqlite_writer {
+            return writer.insert(batch, now).await.map_err(StoreError::Writer);
+        }
+        let batch = &batch[..];
         // Multi-row statements: a handful of statements per batch, not per person.
         const CHUNK: usize = 400;
         let today = today_ymd(now);
@@ -290,9 +311,9 @@ impl Store for SqlStore {
             let mut ids: std::collections::HashMap<String, i64> =
                 std::collections::HashMap::with_capacity(unique.len());
             for chunk in unique.chunks(CHUNK) {
-                let mut qb = sqlx::QueryBuilder::new(
-                    "INSERT INTO registrants (nid_hash, country, birth_ymd, title, first_name, last_name, email, phone, language, status, created_at, status_changed_at, confirmed_at, band, any_center, any_time) ",
-                );
+                let mut qb = sqlx::QueryBuilder::new(format!(
+                    "INSERT INTO registrants ({REGISTRANT_COLUMNS}) "
+                ));
                 qb.push_values(chunk, |mut b, &i| {
                     let r = &batch[i];
                     b.push_bind(r.nid_hash.clone())
@@ -304,15 +325,11 @@ impl Store for SqlStore {
                         .push_bind(r.email.clone())
                         .push_bind(r.phone.clone())
                         .push_bind(r.language.clone())
-                        .push_bind(if r.confirmed_at.is_some() {
-                            "waiting"
-                        } else {
-                            "unconfirmed"
-                        })
+                        .push_bind(registrant_status(r))
                         .push_bind(now)
                         .push_bind(now)
                         .push_bind(r.confirmed_at)
-                        .push_bind(((today - r.birth_ymd) / 10_000).max(0) / 10)
+                        .push_bind(band(today, r.birth_ymd))
                         .push_bind(i64::from(r.centers.is_empty()))
                         .push_bind(i64::from(r.availability.is_empty()));
                 });
@@ -331,9 +348,9 @@ impl Store for SqlStore {
                 .flat_map(|(id, r)| r.centers.iter().map(move |c| (*id, *c)))
                 .collect();
             for chunk in centers.chunks(CHUNK * 2) {
-                let mut qb = sqlx::QueryBuilder::new(
-                    "INSERT INTO registrant_centers (registrant_id, center_id) ",
-                );
+                let mut qb = sqlx::QueryBuilder::new(format!(
+                    "INSERT INTO registrant_centers ({CENTER_COLUMNS}) "
+                ));
                 qb.push_values(chunk, |mut b, (id, c)| {
                     b.push_bind(*id).push_bind(*c);
                 });
@@ -344,18 +361,17 @@ impl Store for SqlStore {
                 .flat_map(|(id, r)| r.availability.iter().map(move |s| (*id, *s)))
                 .collect();
             for chunk in slots.chunks(CHUNK * 2) {
-                let mut qb = sqlx::QueryBuilder::new(
-                    "INSERT INTO registrant_availability (registrant_id, day, from_min, to_min) ",
-                );
+                let mut qb = sqlx::QueryBuilder::new(format!(
+                    "INSERT INTO registrant_availability ({SLOT_COLUMNS}) "
+                ));
                 qb.push_values(chunk, |mut b, (id, (d, f, t))| {
                     b.push_bind(*id).push_bind(*d).push_bind(*f).push_bind(*t);
                 });
                 qb.build().execute(&mut *tx).await?;
             }
             for chunk in created.chunks(CHUNK) {
-                let mut qb = sqlx::QueryBuilder::new(
-                    "INSERT INTO tokens (hash, purpose, subject_id, created_at, expires_at) ",
-                );
+                let mut qb =
+                    sqlx::QueryBuilder::new(format!("INSERT INTO tokens ({TOKEN_COLUMNS}) "));
                 let tokens = chunk.iter().flat_map(|(id, r)| {
                     [
                         (r.confirm_hash.clone(), "confirm", *id, r.confirm_expires_at),
@@ -375,9 +391,8 @@ impl Store for SqlStore {
                     .filter_map(|(id, r)| r.message.as_ref().map(|m| (*id, m)))
                     .collect();
                 if !messages.is_empty() {
-                    let mut qb = sqlx::QueryBuilder::new(
-                        "INSERT INTO outbox (reference, channel, kind, registrant_id, recipient, subject, body, status, next_attempt_at, created_at) ",
-                    );
+                    let mut qb =
+                        sqlx::QueryBuilder::new(format!("INSERT INTO outbox ({OUTBOX_COLUMNS}) "));
                     qb.push_values(messages, |mut b, (id, m)| {
                         b.push_bind(m.reference.clone())
                             .push_bind(m.channel.clone())
@@ -392,16 +407,15 @@ impl Store for SqlStore {
                     });
                     qb.build().execute(&mut *tx).await?;
                 }
-                let mut qb = sqlx::QueryBuilder::new(
-                    "INSERT INTO audit_log (at, actor, action, subject_type, subject_id, detail) ",
-                );
+                let mut qb =
+                    sqlx::QueryBuilder::new(format!("INSERT INTO audit_log ({AUDIT_COLUMNS}) "));
                 qb.push_values(chunk, |mut b, (id, r)| {
                     b.push_bind(now)
                         .push_bind("public")
                         .push_bind("registrant.created")
                         .push_bind("registrant")
                         .push_bind(id.to_string())
-                        .push_bind(format!("{{\"country\":\"{}\"}}", r.country));
+                        .push_bind(created_detail(r));
                 });
                 qb.build().execute(&mut *tx).await?;
             }
@@ -1233,6 +1247,16 @@ fn now_ms() -> i64 {
 }
 
 /// Today (UTC) as YYYYMMDD, for age arithmetic.
+/// The file behind a `sqlite://PATH` URL; `None` for an in-memory database.
+fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))?;
+    let path = rest.split('?').next().unwrap_or("");
+    (!path.is_empty() && !path.starts_with(":memory:") && !url.contains("mode=memory"))
+        .then(|| std::path::PathBuf::from(path))
+}
+
 pub(crate) fn today_ymd(now_ms: i64) -> i64 {
     let ts = jiff::Timestamp::from_millisecond(now_ms).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
     standby_domain::invitation::ymd(jiff::tz::Offset::UTC.to_datetime(ts).date())
