@@ -1,25 +1,58 @@
 //! Counters and latency sums kept in memory and rendered in Prometheus text
 //! format at `/metrics`, together with gauges read from the database.
 
-use std::collections::BTreeMap;
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::fmt::Write;
 use std::sync::{LazyLock, Mutex};
 
-type Key = (&'static str, Vec<(&'static str, String)>);
+/// Series by their rendered name and labels (`name{k="v"}`), so that
+/// counting is a lookup with a key built in a reused buffer: no allocation
+/// per request once a series exists.
+static COUNTERS: LazyLock<Mutex<HashMap<String, f64>>> =
+    LazyLock::new(|| Mutex::new(HashMap::new()));
 
-static COUNTERS: LazyLock<Mutex<BTreeMap<Key, f64>>> =
-    LazyLock::new(|| Mutex::new(BTreeMap::new()));
+thread_local! {
+    static KEY: RefCell<String> = const { RefCell::new(String::new()) };
+}
+
+fn series_key(out: &mut String, name: &str, labels: &[(&str, &str)]) {
+    out.clear();
+    out.push_str(name);
+    out.push('{');
+    for (i, (k, v)) in labels.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(k);
+        out.push_str("=\"");
+        for c in v.chars() {
+            match c {
+                '\\' => out.push_str("\\\\"),
+                '"' => out.push_str("\\\""),
+                '\n' => out.push_str("\\n"),
+                c => out.push(c),
+            }
+        }
+        out.push('"');
+    }
+    out.push('}');
+}
+
+fn bump(map: &mut HashMap<String, f64>, key: &str, v: f64) {
+    match map.get_mut(key) {
+        Some(total) => *total += v,
+        None => {
+            map.insert(key.to_string(), v);
+        }
+    }
+}
 
 pub fn add(name: &'static str, labels: &[(&'static str, &str)], v: f64) {
-    let key = (
-        name,
-        labels.iter().map(|(k, v)| (*k, (*v).to_string())).collect(),
-    );
-    *COUNTERS
-        .lock()
-        .expect("metrics lock")
-        .entry(key)
-        .or_insert(0.0) += v;
+    KEY.with_borrow_mut(|key| {
+        series_key(key, name, labels);
+        bump(&mut COUNTERS.lock().expect("metrics lock"), key, v);
+    });
 }
 
 pub fn message(channel: &str, outcome: &str) {
@@ -31,36 +64,46 @@ pub fn message(channel: &str, outcome: &str) {
 }
 
 pub fn request(route: &str, method: &str, status: u16, seconds: f64) {
-    let status = status.to_string();
-    let labels = [
-        ("route", route),
-        ("method", method),
-        ("status", status.as_str()),
-    ];
-    add("standby_http_requests_total", &labels, 1.0);
-    add(
-        "standby_http_request_duration_seconds_sum",
-        &labels[..2],
-        seconds,
-    );
-    add(
-        "standby_http_request_duration_seconds_count",
-        &labels[..2],
-        1.0,
-    );
+    let code = itoa_status(status);
+    let status = std::str::from_utf8(&code).unwrap_or("0");
+    let labels = [("route", route), ("method", method), ("status", status)];
+    KEY.with_borrow_mut(|key| {
+        let mut map = COUNTERS.lock().expect("metrics lock");
+        series_key(key, "standby_http_requests_total", &labels);
+        bump(&mut map, key, 1.0);
+        series_key(
+            key,
+            "standby_http_request_duration_seconds_sum",
+            &labels[..2],
+        );
+        bump(&mut map, key, seconds);
+        series_key(
+            key,
+            "standby_http_request_duration_seconds_count",
+            &labels[..2],
+        );
+        bump(&mut map, key, 1.0);
+    });
 }
 
-fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+/// A status code's three digits without allocating.
+fn itoa_status(status: u16) -> [u8; 3] {
+    let s = status.min(999);
+    [
+        b'0' + (s / 100) as u8,
+        b'0' + (s / 10 % 10) as u8,
+        b'0' + (s % 10) as u8,
+    ]
 }
 
 pub fn render_counters(out: &mut String) {
     let map = COUNTERS.lock().expect("metrics lock");
+    let mut series: Vec<(&String, &f64)> = map.iter().collect();
+    series.sort_unstable_by(|a, b| a.0.cmp(b.0));
     let mut last = "";
-    for ((name, labels), v) in map.iter() {
-        if *name != last {
+    for (key, v) in series {
+        let name = key.split('{').next().unwrap_or(key);
+        if name != last {
             let kind =
                 if name.ends_with("_total") || name.ends_with("_count") || name.ends_with("_sum") {
                     "counter"
@@ -70,11 +113,7 @@ pub fn render_counters(out: &mut String) {
             let _ = writeln!(out, "# TYPE {name} {kind}");
             last = name;
         }
-        let labels: Vec<String> = labels
-            .iter()
-            .map(|(k, v)| format!("{k}=\"{}\"", escape(v)))
-            .collect();
-        let _ = writeln!(out, "{name}{{{}}} {v}", labels.join(","));
+        let _ = writeln!(out, "{key} {v}");
     }
 }
 

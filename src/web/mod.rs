@@ -108,19 +108,7 @@ pub fn router(state: AppState) -> Router {
             post(api_staff::decline),
         )
         .fallback(fallback)
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            client_rate_limit,
-        ))
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            same_origin_forms,
-        ))
-        .layer(middleware::from_fn(record_metrics))
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            security_headers,
-        ))
+        .layer(middleware::from_fn_with_state(state.clone(), edge))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(state)
 }
@@ -154,36 +142,62 @@ fn rate_limited(method: &Method, path: &str) -> bool {
     token_path || form_post
 }
 
-async fn client_rate_limit(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    if state.config.client_rate > 0 && rate_limited(req.method(), req.uri().path()) {
-        let peer = req
-            .extensions()
-            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-            .map(|c| c.0.ip());
-        if let Some(ip) = extract::client_ip(req.headers(), peer, &state.config.trusted_proxies)
-            && let Err(retry_after) = client_allowed(&state, ip).await
-        {
-            crate::metrics::add(
-                "standby_shed_requests_total",
-                &[("reason", "client_rate")],
-                1.0,
-            );
-            let err = AppError::TooManyRequests { retry_after };
-            return if req.uri().path().starts_with("/api/") {
-                err.into_response()
-            } else {
-                PageError(err, extract::negotiate(req.headers(), req.uri().query())).into_response()
-            };
-        }
+/// Every request passes here once: forms from other sites are refused, one
+/// client sending too much is refused, and every answer gets the security
+/// headers and is counted. One layer rather than four: at launch-day rates
+/// each layer's boxed future and state clone is measurable.
+async fn edge(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let route = req.extensions().get::<MatchedPath>().cloned();
+    let method = req.method().clone();
+    let lang_param = extract::query_lang(req.uri().query());
+    let tokenized = ["/confirm/", "/me/", "/i/", "/api/"]
+        .iter()
+        .any(|p| req.uri().path().starts_with(p));
+    let mut refusal = cross_site_form(&state, &req);
+    if refusal.is_none()
+        && let Some(ip) = limited_client(&state, &req)
+        && let Err(retry_after) = client_allowed(&state, ip).await
+    {
+        crate::metrics::add(
+            "standby_shed_requests_total",
+            &[("reason", "client_rate")],
+            1.0,
+        );
+        let err = AppError::TooManyRequests { retry_after };
+        refusal = Some(if req.uri().path().starts_with("/api/") {
+            err.into_response()
+        } else {
+            PageError(err, extract::negotiate(req.headers(), req.uri().query())).into_response()
+        });
     }
-    next.run(req).await
+    let mut resp = match refusal {
+        Some(r) => r,
+        None => next.run(req).await,
+    };
+    security_headers(&state, &mut resp, tokenized, lang_param);
+    crate::metrics::request(
+        route.as_ref().map(|r| r.as_str()).unwrap_or("unmatched"),
+        method.as_str(),
+        resp.status().as_u16(),
+        started.elapsed().as_secs_f64(),
+    );
+    resp
 }
 
-/// Every form post must come from our own pages: a browser says where a
-/// request comes from (`Sec-Fetch-Site`, `Origin`); a post from another site
-/// is refused (403). Staff forms carry a CSRF token as well; the API, used by
-/// programs, is left to its bearer tokens.
-async fn same_origin_forms(State(state): State<AppState>, req: Request, next: Next) -> Response {
+/// The client address, when this request counts against the per-client limit.
+fn limited_client(state: &AppState, req: &Request) -> Option<std::net::IpAddr> {
+    if state.config.client_rate == 0 || !rate_limited(req.method(), req.uri().path()) {
+        return None;
+    }
+    let peer = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip());
+    extract::client_ip(req.headers(), peer, &state.config.trusted_proxies)
+}
+
+fn cross_site_form(state: &AppState, req: &Request) -> Option<Response> {
     let unsafe_method = !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
     if unsafe_method && !req.uri().path().starts_with("/api/") {
         let h = req.headers();
@@ -206,10 +220,10 @@ async fn same_origin_forms(State(state): State<AppState>, req: Request, next: Ne
             || origin.is_some_and(|o| !ours(o));
         if cross {
             let lang = extract::negotiate(req.headers(), req.uri().query());
-            return PageError(AppError::Forbidden, lang).into_response();
+            return Some(PageError(AppError::Forbidden, lang).into_response());
         }
     }
-    next.run(req).await
+    None
 }
 
 /// One process alone counts in memory. Several processes (PostgreSQL, or
@@ -242,31 +256,13 @@ async fn client_allowed(state: &AppState, ip: std::net::IpAddr) -> Result<(), u6
     }
 }
 
-async fn record_metrics(req: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".into());
-    let method = req.method().clone();
-    let resp = next.run(req).await;
-    crate::metrics::request(
-        &route,
-        method.as_str(),
-        resp.status().as_u16(),
-        started.elapsed().as_secs_f64(),
-    );
-    resp
-}
-
-async fn security_headers(State(state): State<AppState>, req: Request, next: Next) -> Response {
+fn security_headers(
+    state: &AppState,
+    resp: &mut Response,
+    tokenized: bool,
+    lang_param: Option<standby_domain::Language>,
+) {
     let https = state.config.public_url.starts_with("https://");
-    let lang_param = extract::query_lang(req.uri().query());
-    let tokenized = ["/confirm/", "/me/", "/i/", "/api/"]
-        .iter()
-        .any(|p| req.uri().path().starts_with(p));
-    let mut resp = next.run(req).await;
     let h = resp.headers_mut();
     h.insert(
         header::CONTENT_SECURITY_POLICY,
@@ -301,7 +297,6 @@ async fn security_headers(State(state): State<AppState>, req: Request, next: Nex
             h.append(header::SET_COOKIE, v);
         }
     }
-    resp
 }
 
 #[cfg(test)]

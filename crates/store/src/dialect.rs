@@ -57,6 +57,9 @@ pub(crate) trait Dialect {
     /// Begins a transaction that will write. SQLite takes the write lock at
     /// once (`BEGIN IMMEDIATE`) so two writers never deadlock on upgrade.
     async fn begin_write(&self) -> Result<Self::Write, sqlx::Error>;
+    /// For a write that is one statement, run on the pool without a
+    /// transaction of its own: SQLite's writer slot, held until dropped.
+    async fn write_slot(&self) -> Option<OwnedMutexGuard<()>>;
 }
 
 macro_rules! claim_sql {
@@ -84,6 +87,9 @@ impl Dialect for SqlitePool {
         let tx = self.begin_with("BEGIN IMMEDIATE").await?;
         Ok(SqliteWrite { tx, _slot: slot })
     }
+    async fn write_slot(&self) -> Option<OwnedMutexGuard<()>> {
+        Some(SQLITE_WRITERS.clone().lock_owned().await)
+    }
 }
 
 impl Dialect for PgPool {
@@ -94,5 +100,8 @@ impl Dialect for PgPool {
         "SELECT status, doses, booked, center_id, response_ms FROM offers WHERE id = $1 FOR UPDATE";
     async fn begin_write(&self) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
         self.begin().await
+    }
+    async fn write_slot(&self) -> Option<OwnedMutexGuard<()>> {
+        None
     }
 }

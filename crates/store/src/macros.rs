@@ -13,6 +13,13 @@ macro_rules! on_db {
 
 pub(crate) const AUDIT: &str = "INSERT INTO audit_log (at, actor, action, subject_type, subject_id, detail) VALUES ($1, $2, $3, $4, $5, $6)";
 
+/// Marks a claimed message handed over and drops what is no longer needed.
+pub(crate) const MESSAGE_SENT: &str = "UPDATE outbox SET status = 'sent', sent_at = $3, body = NULL, recipient = NULL, claimed_by = NULL, claimed_until = NULL \
+     WHERE id = $1 AND claimed_by = $2 AND status = 'sending' RETURNING invitation_id";
+/// Starts an invitation's response window when its first message has left.
+pub(crate) const START_INVITATION: &str = "UPDATE invitations SET status = 'sent', sent_at = $2, expires_at = $2 + (SELECT response_ms FROM offers WHERE offers.id = invitations.offer_id) \
+     WHERE id = $1 AND status = 'queued'";
+
 macro_rules! audit {
     ($tx:expr, $now:expr, $actor:expr, $action:expr, $stype:expr, $sid:expr, $detail:expr) => {
         sqlx::query($crate::macros::AUDIT)

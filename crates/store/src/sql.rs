@@ -47,6 +47,8 @@ impl SqlStore {
                 .pragma("cache_size", "-16384")
                 .pragma("temp_store", "memory");
             let pool = SqlitePoolOptions::new()
+                // A local file does not go stale: no ping before each use.
+                .test_before_acquire(false)
                 .max_connections(8)
                 .min_connections(1)
                 .connect_with(opts)
@@ -822,17 +824,31 @@ impl Store for SqlStore {
         lease_ms: i64,
         limit: i64,
     ) -> Result<Vec<OutboxMessage>> {
+        if let Some(writer) = &self.sqlite_writer {
+            let (channel, worker) = (channel.to_string(), worker.to_string());
+            let sql = <SqlitePool as crate::dialect::Dialect>::CLAIM_MESSAGES;
+            return writer
+                .call(move |conn| {
+                    crate::sqlite_writer::claim_messages(
+                        conn, sql, &channel, &worker, now, lease_ms, limit,
+                    )
+                })
+                .await
+                .map_err(StoreError::Writer);
+        }
         on_db!(self, |p| {
-            let mut tx = p.begin_write().await?;
+            // One statement, atomic on its own: no transaction round trips
+            // while holding SQLite's writer slot.
+            let slot = p.write_slot().await;
             let rows = sqlx::query(p.claim_sql())
                 .bind(worker)
                 .bind(now + lease_ms)
                 .bind(channel)
                 .bind(now)
                 .bind(limit)
-                .fetch_all(&mut *tx)
+                .fetch_all(p)
                 .await?;
-            tx.commit().await?;
+            drop(slot);
             let mut out = rows
                 .iter()
                 .map(outbox_from_row)
@@ -843,30 +859,31 @@ impl Store for SqlStore {
     }
 
     async fn message_sent(&self, id: i64, worker: &str, now: i64) -> Result<()> {
+        if let Some(writer) = &self.sqlite_writer {
+            let worker = worker.to_string();
+            return writer
+                .call(move |conn| crate::sqlite_writer::message_sent(conn, id, &worker, now))
+                .await
+                .map_err(StoreError::Writer);
+        }
         on_db!(self, |p| {
             let mut tx = p.begin_write().await?;
-            let invitation: Option<Option<i64>> = sqlx::query_scalar(
-                "UPDATE outbox SET status = 'sent', sent_at = $3, body = NULL, recipient = NULL, claimed_by = NULL, claimed_until = NULL \
-                 WHERE id = $1 AND claimed_by = $2 AND status = 'sending' RETURNING invitation_id",
-            )
-            .bind(id)
-            .bind(worker)
-            .bind(now)
-            .fetch_optional(&mut *tx)
-            .await?;
+            let invitation: Option<Option<i64>> = sqlx::query_scalar(crate::macros::MESSAGE_SENT)
+                .bind(id)
+                .bind(worker)
+                .bind(now)
+                .fetch_optional(&mut *tx)
+                .await?;
             if let Some(invitation) = invitation {
                 audit!(tx, now, "dispatcher", "message.sent", "message", id, "{}");
                 if let Some(inv) = invitation {
                     // The first message handed over starts the response window.
-                    let started = sqlx::query(
-                        "UPDATE invitations SET status = 'sent', sent_at = $2, expires_at = $2 + (SELECT response_ms FROM offers WHERE offers.id = invitations.offer_id) \
-                         WHERE id = $1 AND status = 'queued'",
-                    )
-                    .bind(inv)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
+                    let started = sqlx::query(crate::macros::START_INVITATION)
+                        .bind(inv)
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?
+                        .rows_affected();
                     if started == 1 {
                         audit!(
                             tx,

@@ -17,7 +17,7 @@
 
 use crate::records::{InsertOutcome, NewRegistrant};
 use crate::sql::today_ymd;
-use rusqlite::{OptionalExtension, TransactionBehavior, params};
+use rusqlite::{Statement, ToSql, TransactionBehavior};
 use std::path::Path;
 use std::sync::mpsc;
 use tokio::sync::oneshot;
@@ -49,13 +49,48 @@ pub(crate) fn created_detail(r: &NewRegistrant) -> String {
     format!("{{\"country\":\"{}\"}}", r.country)
 }
 
-type Reply = oneshot::Sender<Result<Vec<InsertOutcome>, String>>;
+const NAMES: [&str; 16] = [
+    "$1", "$2", "$3", "$4", "$5", "$6", "$7", "$8", "$9", "$10", "$11", "$12", "$13", "$14", "$15",
+    "$16",
+];
 
-struct Job {
-    batch: Vec<NewRegistrant>,
-    now: i64,
-    reply: Reply,
+/// Binds `values` to `$1…$N` by number. SQLite numbers named parameters in
+/// the order they first appear, so in the shared SQL `$3` written before `$1`
+/// would otherwise take the first value.
+fn bind(stmt: &mut Statement<'_>, values: &[&dyn ToSql]) -> rusqlite::Result<()> {
+    for (name, value) in NAMES.iter().zip(values) {
+        let index = stmt
+            .parameter_index(name)?
+            .ok_or_else(|| rusqlite::Error::InvalidParameterName((*name).to_string()))?;
+        stmt.raw_bind_parameter(index, value)?;
+    }
+    Ok(())
 }
+
+fn execute(stmt: &mut Statement<'_>, values: &[&dyn ToSql]) -> rusqlite::Result<usize> {
+    bind(stmt, values)?;
+    stmt.raw_execute()
+}
+
+/// The first row's answer, if any.
+fn query_one<T>(
+    stmt: &mut Statement<'_>,
+    values: &[&dyn ToSql],
+    f: impl FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+) -> rusqlite::Result<Option<T>> {
+    bind(stmt, values)?;
+    let mut rows = stmt.raw_query();
+    match rows.next()? {
+        Some(row) => f(row).map(Some),
+        None => Ok(None),
+    }
+}
+
+type Call = Box<dyn FnOnce(&mut rusqlite::Connection) + Send>;
+
+/// Work for the writer thread: a closure run on its connection while it
+/// holds the writer slot.
+struct Job(Call);
 
 /// Handle to the writer thread; the thread ends when the last handle is
 /// dropped.
@@ -81,15 +116,39 @@ impl SqliteWriter {
         batch: Vec<NewRegistrant>,
         now: i64,
     ) -> Result<Vec<InsertOutcome>, String> {
+        self.call(move |conn| {
+            let started = std::time::Instant::now();
+            let r = insert(conn, &batch, now);
+            tracing::debug!(
+                size = batch.len(),
+                duration_us = started.elapsed().as_micros() as u64,
+                "sign-up batch"
+            );
+            r
+        })
+        .await
+    }
+
+    /// Runs `f` on the writer thread's connection, after whatever was sent
+    /// before it. For small hot writes that would otherwise hold the writer
+    /// slot across several round trips to a pool connection.
+    pub(crate) async fn call<R, F>(&self, f: F) -> Result<R, String>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut rusqlite::Connection) -> rusqlite::Result<R> + Send + 'static,
+    {
         let (reply, answer) = oneshot::channel();
+        let job = Job(Box::new(move |conn| {
+            let _ = reply.send(f(conn).map_err(|e| e.to_string()));
+        }));
         self.jobs
             .lock()
-            .map_err(|_| "sign-up writer poisoned".to_string())?
-            .send(Job { batch, now, reply })
-            .map_err(|_| "sign-up writer stopped".to_string())?;
+            .map_err(|_| "SQLite writer poisoned".to_string())?
+            .send(job)
+            .map_err(|_| "SQLite writer stopped".to_string())?;
         answer
             .await
-            .map_err(|_| "sign-up writer dropped the batch".to_string())?
+            .map_err(|_| "SQLite writer dropped the work".to_string())?
     }
 }
 
@@ -107,22 +166,100 @@ fn connect(path: &Path) -> rusqlite::Result<rusqlite::Connection> {
 }
 
 fn run(mut conn: rusqlite::Connection, jobs: mpsc::Receiver<Job>) {
-    for job in jobs {
+    for Job(call) in jobs {
         let started = std::time::Instant::now();
-        let result = {
-            let _slot = crate::dialect::sqlite_writer_slot_blocking();
-            let slot_us = started.elapsed().as_micros() as u64;
-            let r = insert(&mut conn, &job.batch, job.now).map_err(|e| e.to_string());
+        let _slot = crate::dialect::sqlite_writer_slot_blocking();
+        let waited = started.elapsed();
+        if waited.as_millis() >= 1 {
             tracing::debug!(
-                size = job.batch.len(),
-                slot_us,
-                total_us = started.elapsed().as_micros() as u64,
-                "sign-up batch"
+                duration_us = waited.as_micros() as u64,
+                "SQLite writer waited for the writer slot"
             );
-            r
-        };
-        let _ = job.reply.send(result);
+        }
+        call(&mut conn);
     }
+}
+
+/// Claims due messages of one channel (see `Store::claim_messages`).
+pub(crate) fn claim_messages(
+    conn: &mut rusqlite::Connection,
+    sql: &str,
+    channel: &str,
+    worker: &str,
+    now: i64,
+    lease_ms: i64,
+    limit: i64,
+) -> rusqlite::Result<Vec<crate::records::OutboxMessage>> {
+    let mut stmt = conn.prepare_cached(sql)?;
+    bind(
+        &mut stmt,
+        &[&worker, &(now + lease_ms), &channel, &now, &limit],
+    )?;
+    let rows = stmt.raw_query().mapped(|row| {
+        Ok(crate::records::OutboxMessage {
+            id: row.get("id")?,
+            reference: row.get("reference")?,
+            channel: row.get("channel")?,
+            kind: row.get("kind")?,
+            recipient: row
+                .get::<_, Option<String>>("recipient")?
+                .unwrap_or_default(),
+            subject: row.get("subject")?,
+            body: row.get::<_, Option<String>>("body")?.unwrap_or_default(),
+            attempts: row.get("attempts")?,
+        })
+    });
+    let mut out = rows.collect::<rusqlite::Result<Vec<_>>>()?;
+    out.sort_by_key(|m| m.id);
+    Ok(out)
+}
+
+/// Records that a message was handed over (see `Store::message_sent`).
+pub(crate) fn message_sent(
+    conn: &mut rusqlite::Connection,
+    id: i64,
+    worker: &str,
+    now: i64,
+) -> rusqlite::Result<()> {
+    use crate::macros::{AUDIT, MESSAGE_SENT, START_INVITATION};
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let invitation: Option<Option<i64>> = query_one(
+        &mut *tx.prepare_cached(MESSAGE_SENT)?,
+        &[&id, &worker, &now],
+        |row| row.get(0),
+    )?;
+    if let Some(invitation) = invitation {
+        let mut audit = tx.prepare_cached(AUDIT)?;
+        execute(
+            &mut audit,
+            &[
+                &now,
+                &"dispatcher",
+                &"message.sent",
+                &"message",
+                &id.to_string(),
+                &"{}",
+            ],
+        )?;
+        if let Some(inv) = invitation {
+            // The first message handed over starts the response window.
+            let started = execute(&mut *tx.prepare_cached(START_INVITATION)?, &[&inv, &now])?;
+            if started == 1 {
+                execute(
+                    &mut audit,
+                    &[
+                        &now,
+                        &"dispatcher",
+                        &"invitation.handed_over",
+                        &"invitation",
+                        &inv.to_string(),
+                        &"{}",
+                    ],
+                )?;
+            }
+        }
+    }
+    tx.commit()
 }
 
 /// One transaction for the batch. A national ID already stored, or earlier
@@ -156,62 +293,75 @@ fn insert(
             "INSERT INTO audit_log ({AUDIT_COLUMNS}) VALUES ($1, 'public', 'registrant.created', 'registrant', $2, $3)"
         ))?;
         for r in batch {
-            let id: Option<i64> = registrant
-                .query_row(
-                    params![
-                        r.nid_hash,
-                        r.country,
-                        r.birth_ymd,
-                        r.title,
-                        r.first_name,
-                        r.last_name,
-                        r.email,
-                        r.phone,
-                        r.language,
-                        registrant_status(r),
-                        now,
-                        r.confirmed_at,
-                        band(today, r.birth_ymd),
-                        i64::from(r.centers.is_empty()),
-                        i64::from(r.availability.is_empty()),
-                    ],
-                    |row| row.get(0),
-                )
-                .optional()?;
+            let id: Option<i64> = query_one(
+                &mut registrant,
+                &[
+                    &r.nid_hash,
+                    &r.country,
+                    &r.birth_ymd,
+                    &r.title,
+                    &r.first_name,
+                    &r.last_name,
+                    &r.email,
+                    &r.phone,
+                    &r.language,
+                    &registrant_status(r),
+                    &now,
+                    &r.confirmed_at,
+                    &band(today, r.birth_ymd),
+                    &i64::from(r.centers.is_empty()),
+                    &i64::from(r.availability.is_empty()),
+                ],
+                |row| row.get(0),
+            )?;
             let Some(id) = id else {
                 outcomes.push(InsertOutcome::Duplicate);
                 continue;
             };
             for c in &r.centers {
-                center.execute(params![id, c])?;
+                execute(&mut center, &[&id, &c])?;
             }
             for (day, from, to) in &r.availability {
-                slot.execute(params![id, day, from, to])?;
+                execute(&mut slot, &[&id, &day, &from, &to])?;
             }
-            token.execute(params![
-                r.confirm_hash,
-                "confirm",
-                id,
-                now,
-                r.confirm_expires_at
-            ])?;
-            token.execute(params![r.me_hash, "me", id, now, r.me_expires_at])?;
+            execute(
+                &mut token,
+                &[
+                    &r.confirm_hash,
+                    &"confirm",
+                    &id,
+                    &now,
+                    &r.confirm_expires_at,
+                ],
+            )?;
+            execute(
+                &mut token,
+                &[&r.me_hash, &"me", &id, &now, &r.me_expires_at],
+            )?;
             if let Some(m) = &r.message {
-                message.execute(params![
-                    m.reference,
-                    m.channel,
-                    m.kind,
-                    id,
-                    m.recipient,
-                    m.subject,
-                    m.body,
-                    now
-                ])?;
+                execute(
+                    &mut message,
+                    &[
+                        &m.reference,
+                        &m.channel,
+                        &m.kind,
+                        &id,
+                        &m.recipient,
+                        &m.subject,
+                        &m.body,
+                        &now,
+                    ],
+                )?;
             }
-            audit.execute(params![now, id.to_string(), created_detail(r)])?;
+            execute(&mut audit, &[&now, &id.to_string(), &created_detail(r)])?;
             outcomes.push(InsertOutcome::Created(id));
         }
     }
+    let commit = std::time::Instant::now();
     tx.commit()?;
+    tracing::debug!(
+        commit_us = commit.elapsed().as_micros() as u64,
+        "sign-up batch commit"
+    );
     Ok(outcomes)
 }
