@@ -60,6 +60,11 @@ struct Client {
     stream: tokio::net::TcpStream,
     buf: Vec<u8>,
     host: String,
+    /// Cookies the server set (pretix's session and CSRF cookies).
+    cookies: Vec<(String, String)>,
+    addr: SocketAddr,
+    /// The server said `Connection: close`: connect anew before the next request.
+    closed: bool,
 }
 
 impl Client {
@@ -69,16 +74,33 @@ impl Client {
         req.extend_from_slice(head.as_bytes());
         req.extend_from_slice(b"Host: ");
         req.extend_from_slice(self.host.as_bytes());
+        if !self.cookies.is_empty() {
+            req.extend_from_slice(b"\r\nCookie: ");
+            for (i, (k, v)) in self.cookies.iter().enumerate() {
+                if i > 0 {
+                    req.extend_from_slice(b"; ");
+                }
+                req.extend_from_slice(format!("{k}={v}").as_bytes());
+            }
+        }
         if !body.is_empty() {
             req.extend_from_slice(format!("\r\nContent-Length: {}", body.len()).as_bytes());
         }
         req.extend_from_slice(b"\r\n\r\n");
         req.extend_from_slice(body.as_bytes());
+        if self.closed {
+            self.stream = tokio::net::TcpStream::connect(self.addr)
+                .await
+                .map_err(|e| format!("connect: {}", e.kind()))?;
+            let _ = self.stream.set_nodelay(true);
+            self.closed = false;
+        }
         self.stream
             .write_all(&req)
             .await
             .map_err(|e| format!("write: {}", e.kind()))?;
         self.buf.clear();
+        let mut eof = false;
         loop {
             // Parse what has arrived; read more until the whole answer is here.
             let mut headers = [httparse::EMPTY_HEADER; 32];
@@ -88,8 +110,20 @@ impl Client {
                     let status = resp.code.unwrap_or(0);
                     let mut length = None;
                     let mut chunked = false;
+                    let mut set: Vec<(String, String)> = Vec::new();
+                    let mut close = false;
                     for h in resp.headers.iter() {
-                        if h.name.eq_ignore_ascii_case("content-length") {
+                        if h.name.eq_ignore_ascii_case("connection") {
+                            close |= h.value.eq_ignore_ascii_case(b"close");
+                        }
+                        if h.name.eq_ignore_ascii_case("set-cookie") {
+                            let v = String::from_utf8_lossy(h.value);
+                            if let Some((k, v)) =
+                                v.split(';').next().and_then(|c| c.split_once('='))
+                            {
+                                set.push((k.trim().to_string(), v.trim().to_string()));
+                            }
+                        } else if h.name.eq_ignore_ascii_case("content-length") {
                             length = std::str::from_utf8(h.value)
                                 .ok()
                                 .and_then(|v| v.trim().parse::<usize>().ok());
@@ -100,9 +134,16 @@ impl Client {
                     let done = match (length, chunked) {
                         (Some(n), _) => self.buf.len() >= head_len + n,
                         (None, true) => self.buf[head_len..].ends_with(b"0\r\n\r\n"),
+                        // Without a length the answer ends when the connection does.
+                        (None, false) if close => eof,
                         (None, false) => return Err("answer without a length".into()),
                     };
                     if done {
+                        self.closed = close;
+                        for (k, v) in set {
+                            self.cookies.retain(|(name, _)| *name != k);
+                            self.cookies.push((k, v));
+                        }
                         return Ok(status);
                     }
                 }
@@ -111,6 +152,7 @@ impl Client {
             }
             let mut chunk = [0u8; 16 * 1024];
             match self.stream.read(&mut chunk).await {
+                Ok(0) if !eof && !self.buf.is_empty() => eof = true,
                 Ok(0) => return Err("reset".into()),
                 Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
                 Err(e) => return Err(format!("read: {}", e.kind())),
@@ -126,15 +168,57 @@ impl Client {
     }
 }
 
+/// What the load is sent to.
+#[derive(Clone)]
+enum Target {
+    /// Standby's API (JSON) or, with `form`, its HTML form.
+    Standby { form: bool },
+    /// pretix's waiting-list form at `path` (`/ORG/EVENT/waitinglist/?item=N`),
+    /// for product `item`: load the form, then post it with its CSRF token.
+    Pretix { path: String, item: String },
+}
+
+/// The value of `<input name="csrfmiddlewaretoken" value="...">` in a page.
+fn csrf_field(page: &[u8]) -> Option<String> {
+    let page = std::str::from_utf8(page).ok()?;
+    let at = page.find("name=\"csrfmiddlewaretoken\"")?;
+    let rest = &page[at..];
+    let v = rest.find("value=\"")? + 7;
+    let end = rest[v..].find('"')?;
+    Some(rest[v..v + end].to_string())
+}
+
+async fn pretix_signup(client: &mut Client, path: &str, item: &str, n: u64) -> Result<u16, String> {
+    let status = client
+        .timed(&format!("GET {path} HTTP/1.1\r\n"), "")
+        .await?;
+    if status != 200 {
+        return Ok(status);
+    }
+    let token = csrf_field(&client.buf).ok_or("the form has no CSRF token")?;
+    let body = format!("csrfmiddlewaretoken={token}&itemvar={item}&email=bench{n}%40example.org");
+    let host = client.host.clone();
+    client
+        .timed(
+            &format!(
+                "POST {path} HTTP/1.1\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+                 Origin: http://{host}\r\nReferer: http://{host}{path}\r\n"
+            ),
+            &body,
+        )
+        .await
+}
+
 async fn connection(
     addr: SocketAddr,
     next: Arc<AtomicU64>,
     total: u64,
     deadline: Instant,
-    form: bool,
+    target: Target,
     repeat_every: u64,
     offset: u64,
 ) -> Tally {
+    let form = matches!(target, Target::Standby { form: true });
     let mut t = Tally::default();
     let stream = match tokio::time::timeout(
         Duration::from_secs(10),
@@ -167,6 +251,9 @@ async fn connection(
         stream,
         buf: Vec::with_capacity(16 * 1024),
         host,
+        cookies: Vec::new(),
+        addr,
+        closed: false,
     };
     loop {
         let n = next.fetch_add(1, Ordering::Relaxed);
@@ -174,6 +261,24 @@ async fn connection(
             return t;
         }
         let started = Instant::now();
+        if let Target::Pretix { path, item } = &target {
+            // pretix's answer to a stored entry is a redirect to the event page.
+            match pretix_signup(&mut client, path, item, offset + n).await {
+                Ok(status) => {
+                    t.latencies_us
+                        .push(started.elapsed().as_micros().min(u128::from(u32::MAX)) as u32);
+                    *t.statuses.entry(status).or_default() += 1;
+                    if status == 302 {
+                        t.accepted.push(offset + n);
+                    }
+                }
+                Err(e) => {
+                    *t.errors.entry(e).or_default() += 1;
+                    return t;
+                }
+            }
+            continue;
+        }
         if form {
             match client.timed("GET / HTTP/1.1\r\n", "").await {
                 Ok(200) => {}
@@ -236,6 +341,20 @@ pub async fn run(args: HashMap<String, String>) {
     let offset = crate::num(&args, "offset", 0);
     let repeat_every = crate::num(&args, "repeat-every", 20);
     let form = args.contains_key("form");
+    let target = match args.get("target").map(String::as_str) {
+        None | Some("standby") => Target::Standby { form },
+        Some("pretix") => Target::Pretix {
+            path: args
+                .get("path")
+                .cloned()
+                .expect("--target pretix needs --path /ORG/EVENT/waitinglist/?item=N"),
+            item: args
+                .get("item")
+                .cloned()
+                .expect("--target pretix needs --item N"),
+        },
+        Some(other) => panic!("--target is standby or pretix, not {other}"),
+    };
     let next = Arc::new(AtomicU64::new(0));
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let started = Instant::now();
@@ -253,7 +372,7 @@ pub async fn run(args: HashMap<String, String>) {
             next.clone(),
             total,
             deadline,
-            form,
+            target.clone(),
             repeat_every,
             offset,
         )));
@@ -299,7 +418,7 @@ pub async fn run(args: HashMap<String, String>) {
     );
     println!("requests answered  {}", all.latencies_us.len());
     println!(
-        "sign-ups (202)     {accepted} in {elapsed:.2} s = {:.0} per second",
+        "sign-ups accepted  {accepted} in {elapsed:.2} s = {:.0} per second",
         accepted as f64 / elapsed
     );
     println!(
@@ -325,8 +444,10 @@ pub async fn run(args: HashMap<String, String>) {
             peak_memory_kib(pid).map(|k| k / 1024).unwrap_or(0)
         );
     }
-    if let (Some(db), Some(secret)) = (args.get("database"), args.get("secret")) {
-        verify(db, secret, &all.accepted).await;
+    match (&target, args.get("database"), args.get("secret")) {
+        (Target::Pretix { .. }, Some(db), _) => verify_pretix(db, &all.accepted).await,
+        (Target::Standby { .. }, Some(db), Some(secret)) => verify(db, secret, &all.accepted).await,
+        _ => {}
     }
 }
 
@@ -353,6 +474,36 @@ async fn verify(database: &str, secret: &str, accepted: &[u64]) {
         "verification       {} distinct IDs answered 202, {missing} missing; {} registrants in the database",
         distinct.len(),
         stats.registered
+    );
+    if missing > 0 {
+        std::process::exit(1);
+    }
+}
+
+/// Every redirect pretix answered is a waiting-list entry, and no address
+/// is there twice.
+async fn verify_pretix(database: &str, accepted: &[u64]) {
+    use sqlx::Row;
+    let pool = sqlx::PgPool::connect(database)
+        .await
+        .expect("pretix's database");
+    let rows = sqlx::query("SELECT email FROM pretixbase_waitinglistentry")
+        .fetch_all(&pool)
+        .await
+        .expect("waiting-list entries");
+    let mut stored: HashMap<String, u64> = HashMap::new();
+    for r in &rows {
+        *stored.entry(r.get::<String, _>(0)).or_default() += 1;
+    }
+    let missing = accepted
+        .iter()
+        .filter(|n| !stored.contains_key(&format!("bench{n}@example.org")))
+        .count();
+    let doubled = stored.values().filter(|&&c| c > 1).count();
+    println!(
+        "verification       {} answered with a redirect, {missing} missing; {} entries in pretix's database, {doubled} addresses twice",
+        accepted.len(),
+        rows.len()
     );
     if missing > 0 {
         std::process::exit(1);
