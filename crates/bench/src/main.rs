@@ -4,6 +4,9 @@
 //! ```text
 //! standby-bench signup --url http://127.0.0.1:8080 --connections 1000 --requests 100000 \
 //!     [--seconds 120] [--form] [--offset 0] [--database sqlite://standby.db --secret S] [--server-pid PID]
+//!     [--kill-server-after SECONDS]
+//! standby-bench signup --target pretix --url http://127.0.0.1:18100 --path '/ORG/EVENT/waitinglist/?item=N'
+//!     --item N [--connections …] [--database postgres://…/pretix_db]
 //! standby-bench matching --database URL [--registrants 1000000] [--candidates 10000]
 //! standby-bench qvax [--doses 2000] [--people 6000] [--standby target/release/standby]
 //! ```

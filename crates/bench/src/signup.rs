@@ -364,6 +364,20 @@ pub async fn run(args: HashMap<String, String>) {
         .unwrap_or_default();
     let cpu = |pid: &str| cpu_seconds(pid).unwrap_or(0.0);
     let cpu_before: Vec<f64> = server_pids.iter().map(|p| cpu(p)).collect();
+    // The crash replay: kill -9 the server in the middle of the load; the
+    // verification below then shows whether any acknowledged sign-up is lost.
+    if let Some(after) = args.get("kill-server-after") {
+        let after: f64 = after.parse().expect("--kill-server-after SECONDS");
+        let pids = server_pids.clone();
+        assert!(!pids.is_empty(), "--kill-server-after needs --server-pid");
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs_f64(after)).await;
+            for pid in &pids {
+                let _ = std::process::Command::new("kill").args(["-9", pid]).status();
+            }
+            println!("killed             server {} with SIGKILL after {after} s", pids.join(", "));
+        });
+    }
     let own_before = cpu("self");
     let mut tasks = Vec::new();
     for _ in 0..connections {
