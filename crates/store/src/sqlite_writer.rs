@@ -176,7 +176,15 @@ fn run(mut conn: rusqlite::Connection, jobs: mpsc::Receiver<Job>) {
                 "SQLite writer waited for the writer slot"
             );
         }
-        call(&mut conn);
+        // A panic in one piece of work must not stop every later sign-up:
+        // its caller gets an error (its reply is dropped), the thread goes on.
+        let conn_ref = &mut conn;
+        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || call(conn_ref))).is_err() {
+            tracing::error!("SQLite writer: a piece of work panicked; its caller was told it failed");
+            if !conn.is_autocommit() {
+                let _ = conn.execute_batch("ROLLBACK");
+            }
+        }
     }
 }
 
