@@ -373,9 +373,14 @@ pub async fn run(args: HashMap<String, String>) {
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_secs_f64(after)).await;
             for pid in &pids {
-                let _ = std::process::Command::new("kill").args(["-9", pid]).status();
+                let _ = std::process::Command::new("kill")
+                    .args(["-9", pid])
+                    .status();
             }
-            println!("killed             server {} with SIGKILL after {after} s", pids.join(", "));
+            println!(
+                "killed             server {} with SIGKILL after {after} s",
+                pids.join(", ")
+            );
         });
     }
     let own_before = cpu("self");

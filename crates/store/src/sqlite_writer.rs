@@ -180,7 +180,9 @@ fn run(mut conn: rusqlite::Connection, jobs: mpsc::Receiver<Job>) {
         // its caller gets an error (its reply is dropped), the thread goes on.
         let conn_ref = &mut conn;
         if std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || call(conn_ref))).is_err() {
-            tracing::error!("SQLite writer: a piece of work panicked; its caller was told it failed");
+            tracing::error!(
+                "SQLite writer: a piece of work panicked; its caller was told it failed"
+            );
             if !conn.is_autocommit() {
                 let _ = conn.execute_batch("ROLLBACK");
             }
