@@ -17,6 +17,20 @@ struct Driver {
 
 impl Drop for Driver {
     fn drop(&mut self) {
+        // End the WebDriver session first, so chromedriver closes Chromium;
+        // killing chromedriver alone leaves Chromium running. Plain blocking
+        // HTTP: this also runs while a failed test unwinds.
+        use std::io::{Read, Write};
+        let addr = self.base.trim_start_matches("http://").to_string();
+        if let Ok(mut s) = std::net::TcpStream::connect(&addr) {
+            let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+            let _ = write!(
+                s,
+                "DELETE /session/{} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                self.session
+            );
+            let _ = s.read_to_end(&mut Vec::new());
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
