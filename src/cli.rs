@@ -169,10 +169,13 @@ async fn serve(config: Config, may_seed_demo: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A one-thread runtime for background work, beside the one serving HTTP.
-/// It lives as long as the process.
+/// A runtime for background work, beside the one serving HTTP. Two
+/// threads, so that the engine preparing a large wave does not hold up the
+/// sign-up writer loops or the dispatchers. It lives as long as the process.
 fn background_runtime() -> anyhow::Result<tokio::runtime::Handle> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("standby-background")
         .enable_all()
         .build()
         .map_err(|e| anyhow::anyhow!("cannot start the background runtime: {e}"))?;
