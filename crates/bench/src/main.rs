@@ -4,7 +4,7 @@
 //! ```text
 //! standby-bench signup --url http://127.0.0.1:8080 --connections 1000 --requests 100000 \
 //!     [--seconds 120] [--form] [--offset 0] [--database sqlite://standby.db --secret S] [--server-pid PID]
-//!     [--kill-server-after SECONDS]
+//!     [--kill-server-after SECONDS] [--threads N]
 //! standby-bench signup --target pretix --url http://127.0.0.1:18100 --path '/ORG/EVENT/waitinglist/?item=N'
 //!     --item N [--connections …] [--database postgres://…/pretix_db]
 //! standby-bench matching --database URL [--registrants 1000000] [--candidates 10000]
@@ -77,10 +77,12 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
     let (cmd, args) = args();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    // --threads N: the load generator's threads (default: one per core).
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = args.get("threads").and_then(|n| n.parse().ok()) {
+        builder.worker_threads(n);
+    }
+    let runtime = builder.enable_all().build().expect("runtime");
     match cmd.as_str() {
         "signup" => runtime.block_on(signup::run(args)),
         "matching" => runtime.block_on(matching::run(args)),
