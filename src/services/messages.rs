@@ -37,27 +37,83 @@ pub struct ConfirmationMail<'a> {
     pub me_link: String,
 }
 
+/// The fixed parts of the confirmation e-mail in one language, wrapped once.
+/// `wrap` works line by line, so wrapping each part apart gives the same text
+/// as wrapping the whole; a sign-up then only wraps its greeting.
+struct ConfirmationTexts {
+    subject: String,
+    greeting: String,
+    body: String,
+    ignore: String,
+    manage: String,
+    signature: String,
+}
+
+static CONFIRMATION_TEXTS: std::sync::LazyLock<Vec<(Language, ConfirmationTexts)>> =
+    std::sync::LazyLock::new(|| {
+        Language::ALL
+            .iter()
+            .map(|&l| {
+                (
+                    l,
+                    ConfirmationTexts {
+                        subject: t(l, "mail.confirm.subject"),
+                        greeting: t(l, "mail.greeting"),
+                        body: wrap(&t(l, "mail.confirm.body")),
+                        ignore: wrap(&t(l, "mail.confirm.ignore")),
+                        manage: wrap(&t(l, "mail.manage")),
+                        signature: wrap(&t(l, "mail.signature")),
+                    },
+                )
+            })
+            .collect()
+    });
+
 impl ConfirmationMail<'_> {
+    /// Every sign-up renders one: kept cheap (see `ConfirmationTexts`).
     pub fn to_message(&self) -> NewMessage {
-        let l = self.lang;
-        let body = format!(
-            "{}\n\n{}\n{}\n\n{}\n\n{}\n{}\n\n{}\n",
-            t(l, "mail.greeting").replace("{name}", self.first_name),
-            t(l, "mail.confirm.body"),
-            self.confirm_link,
-            t(l, "mail.confirm.ignore"),
-            t(l, "mail.manage"),
-            self.me_link,
-            t(l, "mail.signature"),
+        let texts = CONFIRMATION_TEXTS
+            .iter()
+            .find(|(l, _)| *l == self.lang)
+            .map(|(_, texts)| texts)
+            .unwrap_or(&CONFIRMATION_TEXTS[0].1);
+        let greeting = wrap(&texts.greeting.replace("{name}", self.first_name));
+        let mut body = String::with_capacity(
+            greeting.len()
+                + texts.body.len()
+                + texts.ignore.len()
+                + texts.manage.len()
+                + texts.signature.len()
+                + self.confirm_link.len()
+                + self.me_link.len()
+                + 16,
         );
+        for part in [
+            greeting.as_str(),
+            "\n\n",
+            &texts.body,
+            "\n",
+            &wrap(&self.confirm_link),
+            "\n\n",
+            &texts.ignore,
+            "\n\n",
+            &texts.manage,
+            "\n",
+            &wrap(&self.me_link),
+            "\n\n",
+            &texts.signature,
+            "\n",
+        ] {
+            body.push_str(part);
+        }
         NewMessage {
             reference: crate::security::random_reference("confirm"),
             channel: "email".into(),
             kind: "confirmation".into(),
             registrant_id: None,
             recipient: self.email.to_string(),
-            subject: Some(t(l, "mail.confirm.subject")),
-            body: wrap(&body),
+            subject: Some(texts.subject.clone()),
+            body,
         }
     }
 }
@@ -240,6 +296,36 @@ mod tests {
         let link = format!("http://example.be/{}", "x".repeat(90));
         assert_eq!(wrap(&format!("see {link}")), format!("see\n{link}"));
         assert_eq!(wrap("a\n\nb"), "a\n\nb");
+    }
+
+    #[test]
+    fn confirmation_mail_is_the_whole_text_wrapped() {
+        // The pre-wrapped parts must give exactly what wrapping the whole
+        // message gives, for short and long names and links.
+        for lang in Language::ALL {
+            for name in ["Anne", &"Marie-Christine ".repeat(12)] {
+                let m = ConfirmationMail {
+                    lang,
+                    first_name: name,
+                    email: "anne@example.be",
+                    confirm_link: format!("http://x/confirm/{}", "a".repeat(80)),
+                    me_link: "http://x/me/def".into(),
+                };
+                let whole = wrap(&format!(
+                    "{}\n\n{}\n{}\n\n{}\n\n{}\n{}\n\n{}\n",
+                    t(lang, "mail.greeting").replace("{name}", name),
+                    t(lang, "mail.confirm.body"),
+                    m.confirm_link,
+                    t(lang, "mail.confirm.ignore"),
+                    t(lang, "mail.manage"),
+                    m.me_link,
+                    t(lang, "mail.signature"),
+                ));
+                let msg = m.to_message();
+                assert_eq!(msg.body, whole);
+                assert_eq!(msg.subject, Some(t(lang, "mail.confirm.subject")));
+            }
+        }
     }
 
     #[test]
