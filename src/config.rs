@@ -107,14 +107,8 @@ fn parse_dir_or_url(value: &str) -> Option<Result<PathBuf, ()>> {
     })
 }
 
-/// The SQLite file behind a `sqlite://PATH` URL.
-pub fn sqlite_path(url: &str) -> Option<PathBuf> {
-    let rest = url
-        .strip_prefix("sqlite://")
-        .or_else(|| url.strip_prefix("sqlite:"))?;
-    let path = rest.split('?').next().unwrap_or("");
-    (!path.is_empty() && path != ":memory:").then(|| PathBuf::from(path))
-}
+/// The SQLite file behind a `sqlite://PATH` URL (`None` for an in-memory one).
+pub use standby_store::sqlite_file as sqlite_path;
 
 impl Config {
     /// Builds the configuration. `secret_file` decides whether a missing

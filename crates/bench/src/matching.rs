@@ -9,6 +9,32 @@ use standby_store::{
 use std::collections::HashMap;
 use std::time::Instant;
 
+/// Stores a batch of registrants and confirms each of them at `confirmed_at`.
+async fn load(
+    store: &standby_store::SqlStore,
+    batch: Vec<standby_store::NewRegistrant>,
+    now: i64,
+    confirmed_at: i64,
+) {
+    if batch.is_empty() {
+        return;
+    }
+    let tokens: Vec<(String, String)> = batch
+        .iter()
+        .map(|r| (r.confirm_hash.clone(), format!("me2-{}", r.nid_hash)))
+        .collect();
+    store
+        .insert_registrations(batch, now)
+        .await
+        .expect("insert");
+    for (confirm, me) in &tokens {
+        store
+            .confirm_registrant(confirm, me, confirmed_at)
+            .await
+            .expect("confirm");
+    }
+}
+
 pub async fn run(args: HashMap<String, String>) {
     let database = args
         .get("database")
@@ -77,21 +103,7 @@ pub async fn run(args: HashMap<String, String>) {
             confirmed_at: Some(now + n as i64),
         });
         if batch.len() == 2000 {
-            store
-                .insert_registrations(batch.clone(), now)
-                .await
-                .expect("insert");
-            for r in &batch {
-                store
-                    .confirm_registrant(
-                        &r.confirm_hash,
-                        &format!("me2-{}", r.nid_hash),
-                        now + (n as i64),
-                    )
-                    .await
-                    .expect("confirm");
-            }
-            batch.clear();
+            load(&store, std::mem::take(&mut batch), now, now + n as i64).await;
             if n % 100_000 < 2000 {
                 eprintln!(
                     "{n} registrants loaded ({:.0} s)",
@@ -100,52 +112,25 @@ pub async fn run(args: HashMap<String, String>) {
             }
         }
     }
-    if !batch.is_empty() {
-        store
-            .insert_registrations(batch.clone(), now)
-            .await
-            .expect("insert");
-        for r in &batch {
-            store
-                .confirm_registrant(&r.confirm_hash, &format!("me2-{}", r.nid_hash), now)
-                .await
-                .expect("confirm");
-        }
-    }
+    load(&store, batch, now, now).await;
     let starts = jiff::Timestamp::from_second(1_764_057_600).expect("ts");
-    let offer = store
-        .create_offer(
-            &NewOffer {
-                center_id: center.id,
-                vaccine: "BENCH".into(),
-                doses: 1,
-                starts_at: starts.as_millisecond(),
-                ends_at: starts.as_millisecond() + 8 * 3600 * 1000,
-                response_ms: 600_000,
-            },
-            "bench",
-            now,
-        )
-        .await;
-    let offer_id = match offer {
+    let offer = NewOffer {
+        center_id: center.id,
+        vaccine: "BENCH".into(),
+        doses: 1,
+        starts_at: starts.as_millisecond(),
+        ends_at: starts.as_millisecond() + 8 * 3600 * 1000,
+        response_ms: 600_000,
+    };
+    let offer_id = match store.create_offer(&offer, "bench", now).await {
         Ok(o) => o.id,
         Err(_) => {
+            // No stock yet on a first run: deliver some, then release.
             let _ = store
                 .record_delivery(center.id, "BENCH", 1_000_000, "bench", now)
                 .await;
             store
-                .create_offer(
-                    &NewOffer {
-                        center_id: center.id,
-                        vaccine: "BENCH".into(),
-                        doses: 1,
-                        starts_at: starts.as_millisecond(),
-                        ends_at: starts.as_millisecond() + 8 * 3600 * 1000,
-                        response_ms: 600_000,
-                    },
-                    "bench",
-                    now,
-                )
+                .create_offer(&offer, "bench", now)
                 .await
                 .expect("offer")
                 .id

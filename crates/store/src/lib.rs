@@ -14,7 +14,7 @@ mod sql_staff;
 mod sqlite_writer;
 
 pub use records::*;
-pub use sql::{ME_TOKEN_LIFETIME_MS, SqlStore};
+pub use sql::{ME_TOKEN_LIFETIME_MS, SqlStore, sqlite_file};
 
 use async_trait::async_trait;
 

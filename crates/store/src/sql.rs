@@ -1265,7 +1265,7 @@ fn now_ms() -> i64 {
 
 /// Today (UTC) as YYYYMMDD, for age arithmetic.
 /// The file behind a `sqlite://PATH` URL; `None` for an in-memory database.
-fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
+pub fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
     let rest = url
         .strip_prefix("sqlite://")
         .or_else(|| url.strip_prefix("sqlite:"))?;

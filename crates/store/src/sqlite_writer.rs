@@ -1,6 +1,7 @@
-//! SQLite's sign-up writer: one OS thread that owns one connection and runs
-//! each batch of sign-ups as one transaction, start to commit, without
-//! returning to the async runtime between statements.
+//! SQLite's hot writer: one OS thread that owns one connection and runs each
+//! batch of sign-ups as one transaction, start to commit, without returning
+//! to the async runtime between statements; the dispatcher's claims and
+//! hand-over records run there too (`SqliteWriter::call`).
 //!
 //! Why: through sqlx every statement is a round trip between the runtime and
 //! the connection's worker thread, and under a launch-day load each of those
@@ -95,7 +96,7 @@ struct Job(Call);
 /// Handle to the writer thread; the thread ends when the last handle is
 /// dropped.
 pub(crate) struct SqliteWriter {
-    jobs: std::sync::Mutex<mpsc::Sender<Job>>,
+    jobs: mpsc::Sender<Job>,
 }
 
 impl SqliteWriter {
@@ -106,9 +107,7 @@ impl SqliteWriter {
             .name("sqlite-signups".into())
             .spawn(move || run(conn, rx))
             .map_err(|e| format!("cannot start the sign-up writer: {e}"))?;
-        Ok(SqliteWriter {
-            jobs: std::sync::Mutex::new(tx),
-        })
+        Ok(SqliteWriter { jobs: tx })
     }
 
     pub(crate) async fn insert(
@@ -142,8 +141,6 @@ impl SqliteWriter {
             let _ = reply.send(f(conn).map_err(|e| e.to_string()));
         }));
         self.jobs
-            .lock()
-            .map_err(|_| "SQLite writer poisoned".to_string())?
             .send(job)
             .map_err(|_| "SQLite writer stopped".to_string())?;
         answer
