@@ -12,23 +12,49 @@ use crate::i18n::field_message;
 use crate::security::{national_id_hash, random_token, token_hash};
 use crate::services::messages::ConfirmationMail;
 use standby_domain::{Clock, FieldError, Language, NewRegistration, RegistrationInput};
-use standby_store::{InsertOutcome, NewRegistrant, Store};
+use standby_store::{
+    BatchObserver, BatchReport, InsertOutcome, NewRegistrant, NowMs, RegistrationQueue, Store,
+};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::sync::{Mutex, Notify, mpsc, oneshot};
 
 /// A confirmation link stays valid for 30 days.
 pub const CONFIRM_TOKEN_LIFETIME_MS: i64 = 30 * 24 * 3600 * 1000;
 /// Most registrations committed in one transaction.
-pub const MAX_BATCH: usize = 2048;
+pub const MAX_BATCH: usize = standby_store::MAX_BATCH;
 
 type Job = (
     NewRegistrant,
     oneshot::Sender<Result<InsertOutcome, String>>,
 );
 
+/// Where a sign-up goes to be stored.
+#[derive(Clone)]
+enum Route {
+    /// The backend's own queue (SQLite's writer thread); `queued` counts
+    /// what it holds, so admission works as with a bounded channel.
+    Direct {
+        queue: Arc<dyn RegistrationQueue>,
+        queued: Arc<AtomicUsize>,
+        capacity: usize,
+    },
+    /// Writer tasks here batch from a bounded channel (PostgreSQL).
+    Tasks(mpsc::Sender<Job>),
+}
+
 #[derive(Clone)]
 pub struct SignupWriter {
-    tx: mpsc::Sender<Job>,
+    route: Route,
+}
+
+/// Counts one queued sign-up until its answer is given.
+struct Queued(Arc<AtomicUsize>);
+
+impl Drop for Queued {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl SignupWriter {
@@ -40,6 +66,29 @@ impl SignupWriter {
         capacity: usize,
         writers: usize,
     ) -> Self {
+        let now_clock = clock.clone();
+        let observed_wake = wake.clone();
+        let now: NowMs = Arc::new(move || now_clock.now_ms());
+        let observer: BatchObserver = Arc::new(move |report: &BatchReport| {
+            record_batch(
+                report.size,
+                report.created,
+                report.duration,
+                report.error.is_none(),
+            );
+            if report.created > 0 {
+                observed_wake.notify_waiters();
+            }
+        });
+        if let Some(queue) = store.registration_queue(now, observer) {
+            return SignupWriter {
+                route: Route::Direct {
+                    queue,
+                    queued: Arc::new(AtomicUsize::new(0)),
+                    capacity: capacity.max(1),
+                },
+            };
+        }
         let (tx, rx) = mpsc::channel::<Job>(capacity.max(1));
         let rx = Arc::new(Mutex::new(rx));
         for _ in 0..writers.max(1) {
@@ -50,25 +99,40 @@ impl SignupWriter {
                 wake.clone(),
             ));
         }
-        SignupWriter { tx }
+        SignupWriter {
+            route: Route::Tasks(tx),
+        }
     }
 
     /// Stores one registration; returns once it is committed.
     pub async fn submit(&self, reg: NewRegistrant) -> Result<InsertOutcome, AppError> {
         let (reply, answer) = oneshot::channel();
-        match self.tx.try_send((reg, reply)) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                crate::metrics::add(
-                    "standby_shed_requests_total",
-                    &[("reason", "signup_queue_full")],
-                    1.0,
+        match &self.route {
+            Route::Direct {
+                queue,
+                queued,
+                capacity,
+            } => {
+                if queued.fetch_add(1, Ordering::AcqRel) >= *capacity {
+                    queued.fetch_sub(1, Ordering::AcqRel);
+                    return Err(shed());
+                }
+                let held = Queued(queued.clone());
+                queue.push(
+                    reg,
+                    Box::new(move |outcome| {
+                        drop(held);
+                        let _ = reply.send(outcome);
+                    }),
                 );
-                return Err(AppError::Overloaded { retry_after: 2 });
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => {
-                return Err(anyhow::anyhow!("sign-up writer stopped").into());
-            }
+            Route::Tasks(tx) => match tx.try_send((reg, reply)) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(_)) => return Err(shed()),
+                Err(mpsc::error::TrySendError::Closed(_)) => {
+                    return Err(anyhow::anyhow!("sign-up writer stopped").into());
+                }
+            },
         }
         match answer.await {
             Ok(Ok(outcome)) => Ok(outcome),
@@ -76,6 +140,40 @@ impl SignupWriter {
             Err(_) => Err(anyhow::anyhow!("sign-up writer dropped the request").into()),
         }
     }
+}
+
+/// The queue in front of the writer is full: answer 503 at once.
+fn shed() -> AppError {
+    crate::metrics::add(
+        "standby_shed_requests_total",
+        &[("reason", "signup_queue_full")],
+        1.0,
+    );
+    AppError::Overloaded { retry_after: 2 }
+}
+
+/// Metrics of one committed (or failed) batch.
+fn record_batch(size: usize, created: usize, duration: std::time::Duration, ok: bool) {
+    crate::metrics::add(
+        "standby_signup_batch_seconds_sum",
+        &[],
+        duration.as_secs_f64(),
+    );
+    crate::metrics::add("standby_signup_batch_size_sum", &[], size as f64);
+    if !ok {
+        return;
+    }
+    crate::metrics::add(
+        "standby_registrations_total",
+        &[("outcome", "created")],
+        created as f64,
+    );
+    crate::metrics::add(
+        "standby_registrations_total",
+        &[("outcome", "duplicate")],
+        (size - created) as f64,
+    );
+    crate::metrics::add("standby_signup_batches_total", &[], 1.0);
 }
 
 async fn write_loop(
@@ -103,12 +201,6 @@ async fn write_loop(
         let size = regs.len();
         let started = std::time::Instant::now();
         let result = store.insert_registrations(regs, clock.now_ms()).await;
-        crate::metrics::add(
-            "standby_signup_batch_seconds_sum",
-            &[],
-            started.elapsed().as_secs_f64(),
-        );
-        crate::metrics::add("standby_signup_batch_size_sum", &[], size as f64);
         tracing::debug!(
             size,
             duration_ms = started.elapsed().as_millis() as u64,
@@ -120,17 +212,7 @@ async fn write_loop(
                     .iter()
                     .filter(|o| matches!(o, InsertOutcome::Created(_)))
                     .count();
-                crate::metrics::add(
-                    "standby_registrations_total",
-                    &[("outcome", "created")],
-                    created as f64,
-                );
-                crate::metrics::add(
-                    "standby_registrations_total",
-                    &[("outcome", "duplicate")],
-                    (outcomes.len() - created) as f64,
-                );
-                crate::metrics::add("standby_signup_batches_total", &[], 1.0);
+                record_batch(size, created, started.elapsed(), true);
                 for (reply, outcome) in replies.into_iter().zip(outcomes) {
                     let _ = reply.send(Ok(outcome));
                 }
@@ -139,6 +221,7 @@ async fn write_loop(
                 }
             }
             Err(e) => {
+                record_batch(size, 0, started.elapsed(), false);
                 tracing::error!(error = %e, size, "sign-up batch failed; nobody in it was told it was received");
                 for reply in replies {
                     let _ = reply.send(Err(e.to_string()));

@@ -347,3 +347,126 @@ async fn later_migrations_keep_existing_data() {
         .unwrap();
     assert!(matches!(out[..], [InsertOutcome::Created(_)]));
 }
+
+#[tokio::test]
+async fn the_backend_queue_answers_each_sign_up_after_its_batch() {
+    use std::sync::{Arc, Mutex};
+    let (s, _t) = store().await;
+    let reports: Arc<Mutex<Vec<BatchReport>>> = Arc::default();
+    let seen = reports.clone();
+    let queue = s.registration_queue(
+        Arc::new(|| 123_456),
+        Arc::new(move |r: &BatchReport| seen.lock().unwrap().push(r.clone())),
+    );
+    let Some(queue) = queue else {
+        // PostgreSQL has no queue of its own: the app batches for it.
+        assert_eq!(s.backend(), Backend::Postgres);
+        return;
+    };
+    assert_eq!(s.backend(), Backend::Sqlite);
+    // 40 sign-ups, every fifth repeating an earlier national ID.
+    let mut answers = Vec::new();
+    for i in 0..40 {
+        let hash = if i % 5 == 4 {
+            format!("q{}", i - 4)
+        } else {
+            format!("q{i}")
+        };
+        let mut r = registrant(&hash, &format!("qc{i}"));
+        r.confirm_expires_at = 1_000_000;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        queue.push(
+            r,
+            Box::new(move |outcome| {
+                let _ = tx.send(outcome);
+            }),
+        );
+        answers.push((i, rx));
+    }
+    let mut created = 0;
+    for (i, rx) in answers {
+        let outcome = rx.await.expect("every sign-up is answered").unwrap();
+        match outcome {
+            InsertOutcome::Created(_) => {
+                assert_ne!(i % 5, 4, "sign-up {i} repeats an ID");
+                created += 1;
+            }
+            InsertOutcome::Duplicate => assert_eq!(i % 5, 4, "sign-up {i} is new"),
+        }
+    }
+    assert_eq!(created, 32);
+    assert_eq!(s.stats().await.unwrap().registered, 32);
+    // Dated by the queue's clock.
+    let r = s
+        .registrant_by_token(TokenPurpose::Confirm, "qc0", 123_457)
+        .await
+        .unwrap()
+        .expect("stored with its confirmation token");
+    assert_eq!(r.created_at, 123_456);
+    // The observer heard of every batch, after its answers.
+    let reports = reports.lock().unwrap().clone();
+    assert_eq!(reports.iter().map(|r| r.size).sum::<usize>(), 40);
+    assert_eq!(reports.iter().map(|r| r.created).sum::<usize>(), 32);
+    assert!(reports.iter().all(|r| r.error.is_none()));
+}
+
+/// The salt in a SQLite write-ahead log's header, new each time the log
+/// starts over.
+fn wal_salt(db: &std::path::Path) -> [u8; 4] {
+    let mut wal = db.as_os_str().to_owned();
+    wal.push("-wal");
+    let bytes = std::fs::read(std::path::PathBuf::from(wal)).expect("a write-ahead log");
+    bytes[16..20].try_into().unwrap()
+}
+
+#[tokio::test]
+async fn a_long_write_ahead_log_starts_over_while_writes_go_on() {
+    if pg_admin_url().is_some() {
+        return; // SQLite's log only; the PostgreSQL run covers the rest.
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let url = fresh_database_url(tmp.path()).await;
+    let path = sqlite_file(&url).expect("a SQLite file");
+    let s = std::sync::Arc::new(connect(&url).await.unwrap().with_wal_restart_frames(50));
+    s.migrate().await.unwrap();
+    let batch = |from: usize| {
+        (from..from + 20)
+            .map(|i| registrant(&format!("w{i}"), &format!("wc{i}")))
+            .collect::<Vec<_>>()
+    };
+    for b in 0..10 {
+        s.insert_registrations(batch(b * 20), 1).await.unwrap();
+    }
+    let before = wal_salt(&path);
+    // Sign-ups keep coming while the upkeep runs.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (s, stop) = (s.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut b = 10;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                s.insert_registrations(batch(b * 20), 1).await.unwrap();
+                b += 1;
+            }
+            b
+        })
+    };
+    for _ in 0..3 {
+        s.maintenance().await.unwrap();
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let batches = writer.await.unwrap();
+    s.insert_registrations(batch(batches * 20), 1)
+        .await
+        .unwrap();
+    assert_ne!(
+        wal_salt(&path),
+        before,
+        "the log was started over, not only appended to"
+    );
+    assert_eq!(
+        s.stats().await.unwrap().registered,
+        (batches as i64 + 1) * 20,
+        "nothing lost on the way"
+    );
+}

@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 #[derive(Default)]
 struct Tally {
     latencies_us: Vec<u32>,
+    /// (when the request was due or sent, in ms since the load began; its latency in µs)
+    timeline: Vec<(u32, u32)>,
     statuses: BTreeMap<u16, u64>,
     errors: BTreeMap<String, u64>,
     accepted: Vec<u64>,
@@ -209,15 +211,31 @@ async fn pretix_signup(client: &mut Client, path: &str, item: &str, n: u64) -> R
         .await
 }
 
-async fn connection(
+/// What every connection shares.
+struct Load {
     addr: SocketAddr,
-    next: Arc<AtomicU64>,
+    /// The number of the next sign-up to send.
+    next: AtomicU64,
     total: u64,
     deadline: Instant,
     target: Target,
     repeat_every: u64,
     offset: u64,
-) -> Tally {
+    /// When the load began (the timeline counts from here).
+    began: Instant,
+}
+
+async fn connection(load: Arc<Load>, pace: Option<Pace>) -> Tally {
+    let Load {
+        addr,
+        ref next,
+        total,
+        deadline,
+        ref target,
+        repeat_every,
+        offset,
+        began,
+    } = *load;
     let form = matches!(target, Target::Standby { form: true });
     let mut t = Tally::default();
     let stream = match tokio::time::timeout(
@@ -255,12 +273,24 @@ async fn connection(
         addr,
         closed: false,
     };
+    let mut sent: u32 = 0;
     loop {
+        // Paced: this connection's k-th sign-up is due at first + k x every,
+        // and its latency counts from then, however late it leaves (so a
+        // slow answer delays the next request without hiding its wait).
+        let due = pace.map(|p| p.first + p.every * sent);
+        sent += 1;
+        if let Some(due) = due {
+            if due >= deadline {
+                return t;
+            }
+            tokio::time::sleep_until(due.into()).await;
+        }
         let n = next.fetch_add(1, Ordering::Relaxed);
         if n >= total || Instant::now() >= deadline {
             return t;
         }
-        let started = Instant::now();
+        let started = due.unwrap_or_else(Instant::now);
         if let Target::Pretix { path, item } = &target {
             // pretix's answer to a stored entry is a redirect to the event page.
             match pretix_signup(&mut client, path, item, offset + n).await {
@@ -292,8 +322,10 @@ async fn connection(
         let (id_n, body) = registration(offset + n, repeat_every, form);
         match client.timed(&post_head, &body).await {
             Ok(status) => {
-                t.latencies_us
-                    .push(started.elapsed().as_micros().min(u128::from(u32::MAX)) as u32);
+                let us = started.elapsed().as_micros().min(u128::from(u32::MAX)) as u32;
+                t.latencies_us.push(us);
+                t.timeline
+                    .push((started.duration_since(began).as_millis() as u32, us));
                 *t.statuses.entry(status).or_default() += 1;
                 // The API answers 202; the form answers 200 with its "done" page.
                 if status == 202 || (form && status == 200) {
@@ -306,6 +338,14 @@ async fn connection(
             }
         }
     }
+}
+
+/// An open-loop schedule for one connection: its first request at `first`,
+/// then one every `every`, whatever the answers take.
+#[derive(Clone, Copy)]
+struct Pace {
+    first: Instant,
+    every: Duration,
 }
 
 /// CPU seconds (user + system) a process has used so far.
@@ -355,7 +395,6 @@ pub async fn run(args: HashMap<String, String>) {
         },
         Some(other) => panic!("--target is standby or pretix, not {other}"),
     };
-    let next = Arc::new(AtomicU64::new(0));
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let started = Instant::now();
     let server_pids: Vec<String> = args
@@ -384,22 +423,41 @@ pub async fn run(args: HashMap<String, String>) {
         });
     }
     let own_before = cpu("self");
+    // --rate R: the connections together send R sign-ups a second, spread
+    // evenly (as wrk2 does), instead of each sending as fast as answers come.
+    let rate: Option<f64> = args
+        .get("rate")
+        .map(|r| r.parse().expect("--rate SIGN-UPS-PER-SECOND"));
+    let load = Arc::new(Load {
+        addr,
+        next: AtomicU64::new(0),
+        total,
+        deadline,
+        target: target.clone(),
+        repeat_every,
+        offset,
+        began: started,
+    });
     let mut tasks = Vec::new();
-    for _ in 0..connections {
-        tasks.push(tokio::spawn(connection(
-            addr,
-            next.clone(),
-            total,
-            deadline,
-            target.clone(),
-            repeat_every,
-            offset,
-        )));
+    for i in 0..connections {
+        let pace = rate.map(|rate| {
+            let every = Duration::from_secs_f64(connections as f64 / rate);
+            Pace {
+                // Connections start staggered across one interval, after a
+                // second for all of them to connect.
+                first: started
+                    + Duration::from_secs(1)
+                    + every.mul_f64(i as f64 / connections as f64),
+                every,
+            }
+        });
+        tasks.push(tokio::spawn(connection(load.clone(), pace)));
     }
     let mut all = Tally::default();
     for t in tasks {
         let t = t.await.expect("task");
         all.latencies_us.extend(t.latencies_us);
+        all.timeline.extend(t.timeline);
         for (k, v) in t.statuses {
             *all.statuses.entry(k).or_default() += v;
         }
@@ -435,10 +493,46 @@ pub async fn run(args: HashMap<String, String>) {
             ""
         }
     );
+    // --timeline: the worst latency of each tenth of a second, to see when
+    // the slow answers came (the wall clock lets them be set beside the
+    // server's log).
+    if args.contains_key("timeline") {
+        let wall = std::time::SystemTime::now() - started.elapsed();
+        let mut worst: BTreeMap<u32, (u32, u32)> = BTreeMap::new();
+        for (at, us) in &all.timeline {
+            let w = worst.entry(at / 100).or_default();
+            w.0 = w.0.max(*us);
+            w.1 += 1;
+        }
+        for (tenth, (us, count)) in worst {
+            let at = wall + Duration::from_millis(u64::from(tenth) * 100);
+            let secs = at
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs_f64())
+                .unwrap_or(0.0);
+            println!(
+                "timeline           {:.1} (+{:.1} s)  {count} sent, worst {:.1} ms",
+                secs % 3600.0,
+                f64::from(tenth) / 10.0,
+                f64::from(us) / 1000.0
+            );
+        }
+    }
+    if let Some(rate) = rate {
+        println!(
+            "offered            {rate:.0} sign-ups per second (open loop; latency from each request's due time)"
+        );
+    }
     println!("requests answered  {}", all.latencies_us.len());
+    // Paced, the first second only connects.
+    let load_time = if rate.is_some() {
+        elapsed - 1.0
+    } else {
+        elapsed
+    };
     println!(
-        "sign-ups accepted  {accepted} in {elapsed:.2} s = {:.0} per second",
-        accepted as f64 / elapsed
+        "sign-ups accepted  {accepted} in {load_time:.2} s = {:.0} per second",
+        accepted as f64 / load_time
     );
     println!(
         "latency ms         p50 {:.1}  p99 {:.1}  max {:.1}",

@@ -15,6 +15,7 @@ mod sqlite_writer;
 
 pub use records::*;
 pub use sql::{ME_TOKEN_LIFETIME_MS, SqlStore, sqlite_file};
+pub use sqlite_writer::MAX_BATCH;
 
 use async_trait::async_trait;
 
@@ -139,6 +140,30 @@ pub trait EngineStore: Send + Sync {
     ) -> Result<AppointmentRecord>;
 }
 
+/// The answer to one queued registration, called once its batch is
+/// committed (or has failed). Runs on the writer's thread: keep it short.
+pub type Reply = Box<dyn FnOnce(std::result::Result<InsertOutcome, String>) + Send>;
+/// The current time in milliseconds, for dating a batch.
+pub type NowMs = std::sync::Arc<dyn Fn() -> i64 + Send + Sync>;
+/// Told of each batch a `RegistrationQueue` committed or failed.
+pub type BatchObserver = std::sync::Arc<dyn Fn(&BatchReport) + Send + Sync>;
+
+/// One batch of sign-ups, as a `RegistrationQueue` committed it.
+#[derive(Debug, Clone)]
+pub struct BatchReport {
+    pub size: usize,
+    pub created: usize,
+    pub duration: std::time::Duration,
+    /// Why the whole batch failed (its callers were told).
+    pub error: Option<String>,
+}
+
+/// A backend's own sign-up queue: it gathers whatever is waiting into one
+/// transaction and answers each registration after the commit.
+pub trait RegistrationQueue: Send + Sync {
+    fn push(&self, reg: NewRegistrant, reply: Reply);
+}
+
 #[async_trait]
 pub trait Store: StaffStore + EngineStore + Send + Sync + 'static {
     fn backend(&self) -> Backend;
@@ -150,6 +175,16 @@ pub trait Store: StaffStore + EngineStore + Send + Sync + 'static {
     async fn maintenance(&self) -> Result<()>;
 
     // Registrants
+    /// The backend's own sign-up queue, if it has one (SQLite: its writer
+    /// thread takes sign-ups directly, with no task in between). `None`:
+    /// the caller batches and calls `insert_registrations`.
+    fn registration_queue(
+        &self,
+        _now: NowMs,
+        _observer: BatchObserver,
+    ) -> Option<std::sync::Arc<dyn RegistrationQueue>> {
+        None
+    }
     /// Inserts a batch in one transaction (group commit). Duplicates of a
     /// national ID, already stored or earlier in the batch, create nothing.
     async fn insert_registrations(

@@ -26,11 +26,21 @@ pub struct SqlStore {
     pub(crate) db: Db,
     /// SQLite on a file: the thread that commits sign-up batches.
     sqlite_writer: Option<std::sync::Arc<crate::sqlite_writer::SqliteWriter>>,
+    /// SQLite: a log of this many frames is started over (`maintenance`).
+    wal_restart_frames: i64,
 }
 
 const SELECT_REGISTRANT: &str = "SELECT id, status, language, title, first_name, last_name, email, phone, created_at, confirmed_at FROM registrants WHERE id = $1";
 
 impl SqlStore {
+    /// SQLite: start the write-ahead log over once it holds `frames`
+    /// pages (default 65,536, 256 MiB), even under a steady stream of
+    /// writes. Smaller only to watch it happen in tests.
+    pub fn with_wal_restart_frames(mut self, frames: i64) -> Self {
+        self.wal_restart_frames = frames.max(1);
+        self
+    }
+
     pub async fn connect(url: &str) -> Result<Self> {
         if url.starts_with("sqlite:") {
             let opts = SqliteConnectOptions::from_str(url)?
@@ -63,6 +73,7 @@ impl SqlStore {
             Ok(Self {
                 db: Db::Sqlite(pool),
                 sqlite_writer,
+                wal_restart_frames: WAL_RESTART_FRAMES,
             })
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             // Short OLTP queries only: JIT compilation costs more than it saves.
@@ -75,6 +86,7 @@ impl SqlStore {
             Ok(Self {
                 db: Db::Pg(pool),
                 sqlite_writer: None,
+                wal_restart_frames: WAL_RESTART_FRAMES,
             })
         } else {
             Err(StoreError::UnsupportedUrl)
@@ -270,10 +282,50 @@ impl Store for SqlStore {
                 .await?;
         });
         if let Db::Sqlite(p) = &self.db {
-            // Folds the write-ahead log back into the database without blocking writers.
-            sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
-                .execute(p)
-                .await?;
+            // Folds the write-ahead log back into the database without
+            // blocking writers.
+            let mut conn = p.acquire().await?;
+            let checkpoint = "PRAGMA wal_checkpoint(PASSIVE)";
+            let started = std::time::Instant::now();
+            let mut passes = 0;
+            let mut last = 0;
+            let (frames, behind) = loop {
+                // A pass copies the log as long as it was when the pass began.
+                let (_, frames, _): (i64, i64, i64) =
+                    sqlx::query_as(checkpoint).fetch_one(&mut *conn).await?;
+                passes += 1;
+                // Each pass copies what was written during the one before,
+                // less each time: a few bring it close behind the writer.
+                let new = frames - last;
+                last = frames;
+                if frames < self.wal_restart_frames
+                    || (passes > 1 && new <= WAL_RESTART_TAIL)
+                    || passes == 6
+                {
+                    break (frames, new);
+                }
+            };
+            if frames >= self.wal_restart_frames && behind <= WAL_RESTART_TAIL {
+                // Under a steady stream of sign-ups the checkpoint never
+                // quite catches up, so the log would only grow (and a crash
+                // would leave all of it to read back). Holding this
+                // process's writer slot for a last short pass lets it
+                // finish, and the next commit starts the log over at its
+                // beginning.
+                let waited = std::time::Instant::now();
+                let _slot = crate::dialect::sqlite_writer_slot().await;
+                let held = std::time::Instant::now();
+                sqlx::query(checkpoint).execute(&mut *conn).await?;
+                tracing::debug!(
+                    frames,
+                    behind,
+                    passes,
+                    passes_us = waited.duration_since(started).as_micros() as u64,
+                    slot_wait_us = held.duration_since(waited).as_micros() as u64,
+                    held_us = held.elapsed().as_micros() as u64,
+                    "write-ahead log checkpointed to its end"
+                );
+            }
         }
         Ok(())
     }
@@ -283,6 +335,16 @@ impl Store for SqlStore {
             sqlx::query("SELECT 1").execute(p).await?;
         });
         Ok(())
+    }
+
+    fn registration_queue(
+        &self,
+        now: crate::NowMs,
+        observer: crate::BatchObserver,
+    ) -> Option<std::sync::Arc<dyn crate::RegistrationQueue>> {
+        let writer = self.sqlite_writer.as_ref()?;
+        writer.accept_direct(now, observer);
+        Some(writer.clone())
     }
 
     async fn insert_registrations(
@@ -1256,7 +1318,15 @@ impl Store for SqlStore {
     }
 }
 
-fn now_ms() -> i64 {
+/// A write-ahead log this long (256 MiB of 4 KiB pages, a few seconds of a
+/// launch-day surge) is started over by `maintenance` even while sign-ups
+/// keep coming.
+const WAL_RESTART_FRAMES: i64 = 65_536;
+/// The most frames the last checkpoint pass may have left to copy while it
+/// holds the writer slot (a few milliseconds of writing).
+const WAL_RESTART_TAIL: i64 = 2048;
+
+pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)

@@ -89,25 +89,51 @@ fn query_one<T>(
 
 type Call = Box<dyn FnOnce(&mut rusqlite::Connection) + Send>;
 
-/// Work for the writer thread: a closure run on its connection while it
-/// holds the writer slot.
-struct Job(Call);
+/// Most sign-ups the writer thread commits in one transaction.
+pub const MAX_BATCH: usize = 2048;
+
+/// Work for the writer thread.
+// Sign-ups are nearly all of it: not boxed, no allocation each.
+#[allow(clippy::large_enum_variant)]
+enum Job {
+    /// A closure run on its connection while it holds the writer slot.
+    Call(Call),
+    /// One sign-up: the thread drains every sign-up waiting behind it into
+    /// the same transaction, then answers each after the commit.
+    Signup(NewRegistrant, crate::Reply),
+}
+
+/// What the writer thread needs to take sign-ups directly.
+struct Direct {
+    now: crate::NowMs,
+    observer: crate::BatchObserver,
+}
 
 /// Handle to the writer thread; the thread ends when the last handle is
 /// dropped.
 pub(crate) struct SqliteWriter {
     jobs: mpsc::Sender<Job>,
+    direct: std::sync::Arc<std::sync::Mutex<Option<std::sync::Arc<Direct>>>>,
 }
 
 impl SqliteWriter {
     pub(crate) fn open(path: &Path) -> Result<Self, String> {
         let conn = connect(path).map_err(|e| e.to_string())?;
         let (tx, rx) = mpsc::channel::<Job>();
+        let direct = std::sync::Arc::new(std::sync::Mutex::new(None));
+        let seen = direct.clone();
         std::thread::Builder::new()
             .name("sqlite-signups".into())
-            .spawn(move || run(conn, rx))
+            .spawn(move || run(conn, rx, seen))
             .map_err(|e| format!("cannot start the sign-up writer: {e}"))?;
-        Ok(SqliteWriter { jobs: tx })
+        Ok(SqliteWriter { jobs: tx, direct })
+    }
+
+    /// Lets callers hand sign-ups straight to the thread (`push`). `now`
+    /// dates each batch; `observer` hears of each batch after its answers.
+    pub(crate) fn accept_direct(&self, now: crate::NowMs, observer: crate::BatchObserver) {
+        *self.direct.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some(std::sync::Arc::new(Direct { now, observer }));
     }
 
     pub(crate) async fn insert(
@@ -137,7 +163,7 @@ impl SqliteWriter {
         F: FnOnce(&mut rusqlite::Connection) -> rusqlite::Result<R> + Send + 'static,
     {
         let (reply, answer) = oneshot::channel();
-        let job = Job(Box::new(move |conn| {
+        let job = Job::Call(Box::new(move |conn| {
             let _ = reply.send(f(conn).map_err(|e| e.to_string()));
         }));
         self.jobs
@@ -146,6 +172,15 @@ impl SqliteWriter {
         answer
             .await
             .map_err(|_| "SQLite writer dropped the work".to_string())?
+    }
+}
+
+impl crate::RegistrationQueue for SqliteWriter {
+    fn push(&self, reg: NewRegistrant, reply: crate::Reply) {
+        if let Err(mpsc::SendError(Job::Signup(_, reply))) = self.jobs.send(Job::Signup(reg, reply))
+        {
+            reply(Err("SQLite writer stopped".into()));
+        }
     }
 }
 
@@ -162,29 +197,128 @@ fn connect(path: &Path) -> rusqlite::Result<rusqlite::Connection> {
     Ok(conn)
 }
 
-fn run(mut conn: rusqlite::Connection, jobs: mpsc::Receiver<Job>) {
-    for Job(call) in jobs {
-        let started = std::time::Instant::now();
-        let _slot = crate::dialect::sqlite_writer_slot_blocking();
-        let waited = started.elapsed();
-        if waited.as_millis() >= 1 {
-            tracing::debug!(
-                duration_us = waited.as_micros() as u64,
-                "SQLite writer waited for the writer slot"
-            );
-        }
-        // A panic in one piece of work must not stop every later sign-up:
-        // its caller gets an error (its reply is dropped), the thread goes on.
-        let conn_ref = &mut conn;
-        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || call(conn_ref))).is_err() {
-            tracing::error!(
-                "SQLite writer: a piece of work panicked; its caller was told it failed"
-            );
-            if !conn.is_autocommit() {
-                let _ = conn.execute_batch("ROLLBACK");
+fn run(
+    mut conn: rusqlite::Connection,
+    jobs: mpsc::Receiver<Job>,
+    direct: std::sync::Arc<std::sync::Mutex<Option<std::sync::Arc<Direct>>>>,
+) {
+    let mut later: std::collections::VecDeque<Call> = std::collections::VecDeque::new();
+    let mut batch: Vec<(NewRegistrant, crate::Reply)> = Vec::with_capacity(MAX_BATCH);
+    loop {
+        let job = match later.pop_front() {
+            Some(call) => Job::Call(call),
+            None => match jobs.recv() {
+                Ok(job) => job,
+                Err(_) => return,
+            },
+        };
+        match job {
+            Job::Call(call) => run_call(&mut conn, call),
+            Job::Signup(reg, reply) => {
+                // Everything already waiting joins this transaction; other
+                // work met on the way runs right after it.
+                batch.push((reg, reply));
+                while batch.len() < MAX_BATCH {
+                    match jobs.try_recv() {
+                        Ok(Job::Signup(reg, reply)) => batch.push((reg, reply)),
+                        Ok(Job::Call(call)) => later.push_back(call),
+                        Err(_) => break,
+                    }
+                }
+                let current = direct.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                run_batch(&mut conn, &mut batch, current.as_deref());
             }
         }
     }
+}
+
+/// Runs one closure while holding this process's writer slot.
+fn run_call(conn: &mut rusqlite::Connection, call: Call) {
+    let _slot = writer_slot();
+    // A panic in one piece of work must not stop every later sign-up:
+    // its caller gets an error (its reply is dropped), the thread goes on.
+    let conn_ref = &mut *conn;
+    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || call(conn_ref))).is_err() {
+        tracing::error!("SQLite writer: a piece of work panicked; its caller was told it failed");
+        if !conn.is_autocommit() {
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+    }
+}
+
+/// Commits the sign-ups in `batch` in one transaction, then answers each.
+fn run_batch(
+    conn: &mut rusqlite::Connection,
+    batch: &mut Vec<(NewRegistrant, crate::Reply)>,
+    direct: Option<&Direct>,
+) {
+    let started = std::time::Instant::now();
+    let size = batch.len();
+    let result = {
+        let _slot = writer_slot();
+        let now = direct.map(|d| (d.now)()).unwrap_or_else(crate::sql::now_ms);
+        let regs: Vec<&NewRegistrant> = batch.iter().map(|(r, _)| r).collect();
+        let conn_ref = &mut *conn;
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+            insert_refs(conn_ref, &regs, now)
+        })) {
+            Ok(r) => r.map_err(|e| e.to_string()),
+            Err(_) => {
+                if !conn.is_autocommit() {
+                    let _ = conn.execute_batch("ROLLBACK");
+                }
+                Err("the sign-up batch panicked".to_string())
+            }
+        }
+    };
+    let duration = started.elapsed();
+    tracing::debug!(
+        size,
+        duration_us = duration.as_micros() as u64,
+        "sign-up batch"
+    );
+    let report = crate::BatchReport {
+        size,
+        created: match &result {
+            Ok(outcomes) => outcomes
+                .iter()
+                .filter(|o| matches!(o, InsertOutcome::Created(_)))
+                .count(),
+            Err(_) => 0,
+        },
+        duration,
+        error: result.as_ref().err().cloned(),
+    };
+    match result {
+        Ok(outcomes) => {
+            for ((_, reply), outcome) in batch.drain(..).zip(outcomes) {
+                reply(Ok(outcome));
+            }
+        }
+        Err(e) => {
+            tracing::error!(error = %e, size, "sign-up batch failed; nobody in it was told it was received");
+            for (_, reply) in batch.drain(..) {
+                reply(Err(e.clone()));
+            }
+        }
+    }
+    if let Some(d) = direct {
+        (d.observer)(&report);
+    }
+}
+
+/// This process's SQLite writer slot, logging a wait of a millisecond or more.
+fn writer_slot() -> tokio::sync::OwnedMutexGuard<()> {
+    let started = std::time::Instant::now();
+    let slot = crate::dialect::sqlite_writer_slot_blocking();
+    let waited = started.elapsed();
+    if waited.as_millis() >= 1 {
+        tracing::debug!(
+            duration_us = waited.as_micros() as u64,
+            "SQLite writer waited for the writer slot"
+        );
+    }
+    slot
 }
 
 /// Claims due messages of one channel (see `Store::claim_messages`).
@@ -274,6 +408,14 @@ pub(crate) fn message_sent(
 fn insert(
     conn: &mut rusqlite::Connection,
     batch: &[NewRegistrant],
+    now: i64,
+) -> rusqlite::Result<Vec<InsertOutcome>> {
+    insert_refs(conn, &batch.iter().collect::<Vec<_>>(), now)
+}
+
+fn insert_refs(
+    conn: &mut rusqlite::Connection,
+    batch: &[&NewRegistrant],
     now: i64,
 ) -> rusqlite::Result<Vec<InsertOutcome>> {
     let today = today_ymd(now);
