@@ -34,7 +34,7 @@ const SELECT_REGISTRANT: &str = "SELECT id, status, language, title, first_name,
 
 impl SqlStore {
     /// SQLite: start the write-ahead log over once it holds `frames`
-    /// pages (default 65,536, 256 MiB), even under a steady stream of
+    /// pages (default 262,144, 1 GiB), even under a steady stream of
     /// writes. Smaller only to watch it happen in tests.
     pub fn with_wal_restart_frames(mut self, frames: i64) -> Self {
         self.wal_restart_frames = frames.max(1);
@@ -273,13 +273,25 @@ impl Store for SqlStore {
     }
 
     async fn maintenance(&self) -> Result<()> {
-        // Throttle windows older than a day are of no use to anyone.
+        // Throttle windows older than a day are of no use to anyone. Looked
+        // for with a read, which never waits on the writer; deleted, when
+        // there are some, in turn with this process's other writers (SQLite:
+        // a write outside the writer slot meets the sign-up writer on the
+        // database lock, and SQLite's busy handler then sleeps).
         on_db!(self, |p| {
             let cutoff = now_ms() - 24 * 3600 * 1000;
-            sqlx::query("DELETE FROM throttle WHERE window_start < $1")
-                .bind(cutoff)
-                .execute(p)
-                .await?;
+            let stale: Option<i64> =
+                sqlx::query_scalar("SELECT 1 FROM throttle WHERE window_start < $1 LIMIT 1")
+                    .bind(cutoff)
+                    .fetch_optional(p)
+                    .await?;
+            if stale.is_some() {
+                let _slot = p.write_slot().await;
+                sqlx::query("DELETE FROM throttle WHERE window_start < $1")
+                    .bind(cutoff)
+                    .execute(p)
+                    .await?;
+            }
         });
         if let Db::Sqlite(p) = &self.db {
             // Folds the write-ahead log back into the database without
@@ -300,7 +312,7 @@ impl Store for SqlStore {
                 last = frames;
                 if frames < self.wal_restart_frames
                     || (passes > 1 && new <= WAL_RESTART_TAIL)
-                    || passes == 6
+                    || passes == 8
                 {
                     break (frames, new);
                 }
@@ -972,6 +984,7 @@ impl Store for SqlStore {
         error: &str,
     ) -> Result<()> {
         on_db!(self, |p| {
+            let slot = p.write_slot().await;
             sqlx::query(
                 "UPDATE outbox SET status = 'queued', next_attempt_at = $3, last_error = $4, claimed_by = NULL, claimed_until = NULL \
                  WHERE id = $1 AND claimed_by = $2 AND status = 'sending'",
@@ -982,6 +995,7 @@ impl Store for SqlStore {
             .bind(error)
             .execute(p)
             .await?;
+            drop(slot);
             Ok(())
         })
     }
@@ -1318,13 +1332,15 @@ impl Store for SqlStore {
     }
 }
 
-/// A write-ahead log this long (256 MiB of 4 KiB pages, a few seconds of a
-/// launch-day surge) is started over by `maintenance` even while sign-ups
-/// keep coming.
-const WAL_RESTART_FRAMES: i64 = 65_536;
+/// A write-ahead log this long (1 GiB of 4 KiB pages, about a minute of a
+/// sustained launch-day surge) is started over by `maintenance` even while
+/// sign-ups keep coming. Starting over holds sign-ups back for a few
+/// milliseconds, so it is kept for a log that would otherwise grow for as
+/// long as the surge lasts (and be read back whole after a crash).
+const WAL_RESTART_FRAMES: i64 = 262_144;
 /// The most frames the last checkpoint pass may have left to copy while it
 /// holds the writer slot (a few milliseconds of writing).
-const WAL_RESTART_TAIL: i64 = 2048;
+const WAL_RESTART_TAIL: i64 = 1024;
 
 pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()

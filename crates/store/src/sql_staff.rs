@@ -96,6 +96,7 @@ impl StaffStore for SqlStore {
 
     async fn delete_token(&self, hash: &str) -> Result<()> {
         on_db!(self, |p| {
+            let _slot = p.write_slot().await;
             sqlx::query("DELETE FROM tokens WHERE hash = $1")
                 .bind(hash)
                 .execute(p)
