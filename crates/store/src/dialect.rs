@@ -10,11 +10,6 @@ use tokio::sync::{Mutex, OwnedMutexGuard};
 static SQLITE_WRITERS: LazyLock<std::sync::Arc<Mutex<()>>> =
     LazyLock::new(|| std::sync::Arc::new(Mutex::new(())));
 
-/// The writer slot, for holding writers of this process back.
-pub(crate) async fn sqlite_writer_slot() -> OwnedMutexGuard<()> {
-    SQLITE_WRITERS.clone().lock_owned().await
-}
-
 /// The writer slot for a thread outside the async runtime (the sign-up
 /// writer thread).
 pub(crate) fn sqlite_writer_slot_blocking() -> OwnedMutexGuard<()> {

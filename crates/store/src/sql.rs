@@ -325,7 +325,7 @@ impl Store for SqlStore {
                 // finish, and the next commit starts the log over at its
                 // beginning.
                 let waited = std::time::Instant::now();
-                let _slot = crate::dialect::sqlite_writer_slot().await;
+                let _slot = p.write_slot().await;
                 let held = std::time::Instant::now();
                 sqlx::query(checkpoint).execute(&mut *conn).await?;
                 tracing::debug!(
