@@ -4,6 +4,7 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{LazyLock, Mutex};
 
 /// Series by their rendered name and labels (`name{k="v"}`), so that
@@ -117,6 +118,85 @@ pub fn render_counters(out: &mut String) {
     }
 }
 
+/// A latency histogram with fixed buckets, counted without a lock, so that
+/// every request can be recorded under a launch-day load. An operator reads
+/// the tail from it (`histogram_quantile` in Prometheus); the sums above only
+/// give means, and a mean hides the slow few.
+pub struct Histogram {
+    name: &'static str,
+    help: &'static str,
+    /// Requests at or under each bound (not cumulative; rendered cumulative).
+    counts: [AtomicU64; BOUNDS_MS.len() + 1],
+    sum_us: AtomicU64,
+}
+
+/// Upper bounds of the buckets, in milliseconds; the last bucket is +Inf.
+const BOUNDS_MS: [u64; 12] = [1, 2, 5, 10, 20, 30, 50, 75, 100, 250, 1000, 5000];
+
+impl Histogram {
+    pub const fn new(name: &'static str, help: &'static str) -> Self {
+        Self {
+            name,
+            help,
+            counts: [const { AtomicU64::new(0) }; BOUNDS_MS.len() + 1],
+            sum_us: AtomicU64::new(0),
+        }
+    }
+
+    pub fn record(&self, elapsed: std::time::Duration) {
+        let us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+        let bucket = BOUNDS_MS
+            .iter()
+            .position(|&ms| us <= ms * 1000)
+            .unwrap_or(BOUNDS_MS.len());
+        self.counts[bucket].fetch_add(1, Ordering::Relaxed);
+        self.sum_us.fetch_add(us, Ordering::Relaxed);
+    }
+
+    pub fn render(&self, out: &mut String) {
+        let name = self.name;
+        let _ = writeln!(out, "# HELP {name} {}", self.help);
+        let _ = writeln!(out, "# TYPE {name} histogram");
+        let mut cumulative = 0;
+        for (i, count) in self.counts.iter().enumerate() {
+            cumulative += count.load(Ordering::Relaxed);
+            match BOUNDS_MS.get(i) {
+                Some(ms) => {
+                    let _ = writeln!(
+                        out,
+                        "{name}_bucket{{le=\"{}\"}} {cumulative}",
+                        *ms as f64 / 1000.0
+                    );
+                }
+                None => {
+                    let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {cumulative}");
+                }
+            }
+        }
+        let sum = self.sum_us.load(Ordering::Relaxed) as f64 / 1e6;
+        let _ = writeln!(out, "{name}_sum {sum}");
+        let _ = writeln!(out, "{name}_count {cumulative}");
+    }
+}
+
+/// Every HTTP request, from the first middleware to the answer built.
+pub static HTTP_LATENCY: Histogram = Histogram::new(
+    "standby_http_latency_seconds",
+    "Time from a request entering the application to its answer, every route.",
+);
+
+/// A sign-up from entering the writer's queue to its commit being answered:
+/// the part of a sign-up's time spent waiting for, and in, the database.
+pub static SIGNUP_STORE_LATENCY: Histogram = Histogram::new(
+    "standby_signup_store_seconds",
+    "Time from a sign-up entering the writer queue to its batch being committed and answered.",
+);
+
+pub fn render_histograms(out: &mut String) {
+    HTTP_LATENCY.render(out);
+    SIGNUP_STORE_LATENCY.render(out);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -128,5 +208,40 @@ mod tests {
         render_counters(&mut s);
         assert!(s.contains("# TYPE standby_test_total counter"));
         assert!(s.contains("standby_test_total{k=\"a\\\"b\"} 2"));
+    }
+
+    #[test]
+    fn a_histogram_counts_each_duration_in_its_bucket_and_renders_them_cumulative() {
+        use std::time::Duration;
+        let h = Histogram::new("standby_test_seconds", "test");
+        h.record(Duration::from_micros(900)); // <= 1 ms
+        h.record(Duration::from_millis(1)); // the bound itself is in its bucket
+        h.record(Duration::from_micros(40_500)); // <= 50 ms
+        h.record(Duration::from_secs(9)); // past every bound
+        let mut s = String::new();
+        h.render(&mut s);
+        assert!(s.contains("# TYPE standby_test_seconds histogram"), "{s}");
+        assert!(
+            s.contains("standby_test_seconds_bucket{le=\"0.001\"} 2\n"),
+            "{s}"
+        );
+        assert!(
+            s.contains("standby_test_seconds_bucket{le=\"0.03\"} 2\n"),
+            "{s}"
+        );
+        assert!(
+            s.contains("standby_test_seconds_bucket{le=\"0.05\"} 3\n"),
+            "{s}"
+        );
+        assert!(
+            s.contains("standby_test_seconds_bucket{le=\"5\"} 3\n"),
+            "{s}"
+        );
+        assert!(
+            s.contains("standby_test_seconds_bucket{le=\"+Inf\"} 4\n"),
+            "{s}"
+        );
+        assert!(s.contains("standby_test_seconds_count 4\n"), "{s}");
+        assert!(s.contains("standby_test_seconds_sum 9.0424\n"), "{s}");
     }
 }

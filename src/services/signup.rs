@@ -107,6 +107,7 @@ impl SignupWriter {
     /// Stores one registration; returns once it is committed.
     pub async fn submit(&self, reg: NewRegistrant) -> Result<InsertOutcome, AppError> {
         let (reply, answer) = oneshot::channel();
+        let queued_at = std::time::Instant::now();
         match &self.route {
             Route::Direct {
                 queue,
@@ -134,7 +135,9 @@ impl SignupWriter {
                 }
             },
         }
-        match answer.await {
+        let answer = answer.await;
+        crate::metrics::SIGNUP_STORE_LATENCY.record(queued_at.elapsed());
+        match answer {
             Ok(Ok(outcome)) => Ok(outcome),
             Ok(Err(e)) => Err(anyhow::anyhow!("storing a sign-up batch failed: {e}").into()),
             Err(_) => Err(anyhow::anyhow!("sign-up writer dropped the request").into()),

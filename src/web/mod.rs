@@ -176,11 +176,13 @@ async fn edge(State(state): State<AppState>, req: Request, next: Next) -> Respon
         None => next.run(req).await,
     };
     security_headers(&state, &mut resp, tokenized, lang_param);
+    let elapsed = started.elapsed();
+    crate::metrics::HTTP_LATENCY.record(elapsed);
     crate::metrics::request(
         route.as_ref().map(|r| r.as_str()).unwrap_or("unmatched"),
         method.as_str(),
         resp.status().as_u16(),
-        started.elapsed().as_secs_f64(),
+        elapsed.as_secs_f64(),
     );
     resp
 }

@@ -239,6 +239,24 @@ async fn metrics_in_prometheus_format() {
     ] {
         assert!(text.contains(needle), "missing {needle} in\n{text}");
     }
+    // The tails, not only the means: latency histograms (process-wide, so
+    // other tests' requests may be counted too; this one's at least).
+    for name in [
+        "standby_http_latency_seconds",
+        "standby_signup_store_seconds",
+    ] {
+        assert!(
+            text.contains(&format!("# TYPE {name} histogram")),
+            "no {name} in\n{text}"
+        );
+        let count: u64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}_count ")))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {name}_count in\n{text}"));
+        assert!(count >= 1, "{name} counted nothing");
+        assert!(text.contains(&format!("{name}_bucket{{le=\"+Inf\"}} {count}\n")));
+    }
     // Nothing personal in the metrics.
     assert!(!text.contains("person1@example.be") && !text.contains(&be_id(1)));
 }

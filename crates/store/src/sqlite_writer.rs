@@ -50,19 +50,21 @@ pub(crate) fn created_detail(r: &NewRegistrant) -> String {
     format!("{{\"country\":\"{}\"}}", r.country)
 }
 
-const NAMES: [&str; 16] = [
-    "$1", "$2", "$3", "$4", "$5", "$6", "$7", "$8", "$9", "$10", "$11", "$12", "$13", "$14", "$15",
-    "$16",
-];
-
 /// Binds `values` to `$1…$N` by number. SQLite numbers named parameters in
 /// the order they first appear, so in the shared SQL `$3` written before `$1`
-/// would otherwise take the first value.
+/// would otherwise take the first value. Each position's name is read from
+/// the statement (no allocation, unlike looking a name up).
 fn bind(stmt: &mut Statement<'_>, values: &[&dyn ToSql]) -> rusqlite::Result<()> {
-    for (name, value) in NAMES.iter().zip(values) {
-        let index = stmt
-            .parameter_index(name)?
-            .ok_or_else(|| rusqlite::Error::InvalidParameterName((*name).to_string()))?;
+    for index in 1..=stmt.parameter_count() {
+        let name = stmt.parameter_name(index);
+        let value = name
+            .and_then(|n| n.strip_prefix('$'))
+            .and_then(|n| n.parse::<usize>().ok())
+            .and_then(|n| n.checked_sub(1))
+            .and_then(|n| values.get(n))
+            .ok_or_else(|| {
+                rusqlite::Error::InvalidParameterName(name.unwrap_or("?").to_string())
+            })?;
         stmt.raw_bind_parameter(index, value)?;
     }
     Ok(())
