@@ -131,7 +131,9 @@ pub struct Histogram {
 }
 
 /// Upper bounds of the buckets, in milliseconds; the last bucket is +Inf.
-const BOUNDS_MS: [u64; 12] = [1, 2, 5, 10, 20, 30, 50, 75, 100, 250, 1000, 5000];
+const BOUNDS_MS: [u64; 16] = [
+    1, 2, 5, 10, 20, 30, 40, 50, 60, 75, 100, 150, 250, 500, 1000, 5000,
+];
 
 impl Histogram {
     pub const fn new(name: &'static str, help: &'static str) -> Self {

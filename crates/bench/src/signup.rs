@@ -34,8 +34,10 @@ fn loopback(url: &str) -> SocketAddr {
 /// request body, as JSON for the API or URL-encoded for the HTML form.
 fn registration(n: u64, repeat_every: u64, form: bool) -> (u64, String) {
     // One in `repeat_every` repeats the ID of an earlier registration.
-    let id_n = if repeat_every > 0 && n % repeat_every == repeat_every - 1 && n > 1000 {
-        n - 1000
+    // n - 1001 is never itself a repeat (for every `repeat_every` > 1), so
+    // the ID was really posted before.
+    let id_n = if repeat_every > 1 && n % repeat_every == repeat_every - 1 && n > 1001 {
+        n - 1001
     } else {
         n
     };
@@ -422,6 +424,12 @@ pub async fn run(args: HashMap<String, String>) {
             );
         });
     }
+    // Registrants before the load, to check afterwards that repeated IDs
+    // made no second entry.
+    let registered_before = match (&target, args.get("database")) {
+        (Target::Standby { .. }, Some(db)) => Some(registered(db).await),
+        _ => None,
+    };
     let own_before = cpu("self");
     // --rate R: the connections together send R sign-ups a second, spread
     // evenly (as wrk2 does), instead of each sending as fast as answers come.
@@ -559,13 +567,27 @@ pub async fn run(args: HashMap<String, String>) {
     }
     match (&target, args.get("database"), args.get("secret")) {
         (Target::Pretix { .. }, Some(db), _) => verify_pretix(db, &all.accepted).await,
-        (Target::Standby { .. }, Some(db), Some(secret)) => verify(db, secret, &all.accepted).await,
+        (Target::Standby { .. }, Some(db), Some(secret)) => {
+            // Every request answered (no error, no kill): the new registrants
+            // are exactly the distinct IDs answered 202.
+            let complete = all.errors.is_empty() && !args.contains_key("kill-server-after");
+            let expect_new = registered_before.filter(|_| complete);
+            verify(db, secret, &all.accepted, expect_new).await
+        }
         _ => {}
     }
 }
 
-/// Every 202 is stored, and each national ID exactly once.
-async fn verify(database: &str, secret: &str, accepted: &[u64]) {
+async fn registered(database: &str) -> u64 {
+    use standby_store::Store;
+    let store = standby_store::connect(database).await.expect("database");
+    store.stats().await.expect("stats").registered as u64
+}
+
+/// Every 202 is stored, and each national ID exactly once. `before`: the
+/// registrants before a load in which every request was answered; then the
+/// load must have added exactly one per distinct ID.
+async fn verify(database: &str, secret: &str, accepted: &[u64], before: Option<u64>) {
     use standby_store::Store;
     let store = standby_store::connect(database).await.expect("database");
     let mut distinct: Vec<u64> = accepted.to_vec();
@@ -584,12 +606,28 @@ async fn verify(database: &str, secret: &str, accepted: &[u64]) {
     }
     let stats = store.stats().await.expect("stats");
     println!(
-        "verification       {} distinct IDs answered 202, {missing} missing; {} registrants in the database",
+        "verification       {} distinct IDs answered 202 ({} answers repeated an ID), {missing} missing; {} registrants in the database",
         distinct.len(),
+        accepted.len() - distinct.len(),
         stats.registered
     );
     if missing > 0 {
         std::process::exit(1);
+    }
+    if let Some(before) = before {
+        let added = (stats.registered as u64).saturating_sub(before);
+        println!(
+            "repeated IDs       {added} registrants added for {} distinct IDs: {}",
+            distinct.len(),
+            if added == distinct.len() as u64 {
+                "no second entry"
+            } else {
+                "MISMATCH"
+            }
+        );
+        if added != distinct.len() as u64 {
+            std::process::exit(1);
+        }
     }
 }
 
@@ -628,4 +666,23 @@ fn hmac_hex(key: &[u8], data: &[u8]) -> String {
     let mut mac = <Hmac<sha2::Sha256> as KeyInit>::new_from_slice(key).expect("any key length");
     mac.update(data);
     hex::encode(mac.finalize().into_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_repeated_id_is_one_really_posted_before() {
+        let mut posted = std::collections::HashSet::new();
+        let mut repeats = 0;
+        for n in 0..100_000u64 {
+            let (id_n, _) = super::registration(n, 20, false);
+            if id_n != n {
+                assert!(posted.contains(&id_n), "{n} repeats {id_n}, never posted");
+                repeats += 1;
+            }
+            posted.insert(id_n);
+        }
+        // One in twenty after the first thousand or so.
+        assert!((4_900..=5_000).contains(&repeats), "{repeats} repeats");
+    }
 }
