@@ -585,8 +585,7 @@ async fn registered(database: &str) -> u64 {
 }
 
 /// Every 202 is stored, and each national ID exactly once. `before`: the
-/// registrants before a load in which every request was answered; then the
-/// load must have added exactly one per distinct ID.
+/// registrants before a load in which every request was answered.
 async fn verify(database: &str, secret: &str, accepted: &[u64], before: Option<u64>) {
     use standby_store::Store;
     let store = standby_store::connect(database).await.expect("database");
@@ -615,17 +614,21 @@ async fn verify(database: &str, secret: &str, accepted: &[u64], before: Option<u
         std::process::exit(1);
     }
     if let Some(before) = before {
+        // A second entry for a repeated ID would add more registrants than
+        // distinct IDs; from an empty database every distinct ID adds one
+        // (a later pass over the same IDs adds none).
         let added = (stats.registered as u64).saturating_sub(before);
+        let fine = if before == 0 {
+            added == distinct.len() as u64
+        } else {
+            added <= distinct.len() as u64
+        };
         println!(
-            "repeated IDs       {added} registrants added for {} distinct IDs: {}",
+            "repeated IDs       {added} registrants added for {} distinct IDs ({before} before): {}",
             distinct.len(),
-            if added == distinct.len() as u64 {
-                "no second entry"
-            } else {
-                "MISMATCH"
-            }
+            if fine { "no second entry" } else { "MISMATCH" }
         );
-        if added != distinct.len() as u64 {
+        if !fine {
             std::process::exit(1);
         }
     }
