@@ -223,26 +223,17 @@ mod tests {
         let mut s = String::new();
         h.render(&mut s);
         assert!(s.contains("# TYPE standby_test_seconds histogram"), "{s}");
-        assert!(
-            s.contains("standby_test_seconds_bucket{le=\"0.001\"} 2\n"),
-            "{s}"
-        );
-        assert!(
-            s.contains("standby_test_seconds_bucket{le=\"0.03\"} 2\n"),
-            "{s}"
-        );
-        assert!(
-            s.contains("standby_test_seconds_bucket{le=\"0.05\"} 3\n"),
-            "{s}"
-        );
-        assert!(
-            s.contains("standby_test_seconds_bucket{le=\"5\"} 3\n"),
-            "{s}"
-        );
-        assert!(
-            s.contains("standby_test_seconds_bucket{le=\"+Inf\"} 4\n"),
-            "{s}"
-        );
+        // Cumulative: each bucket counts everything at or under its bound.
+        for (le, n) in [
+            ("0.001", 2),
+            ("0.03", 2),
+            ("0.05", 3),
+            ("5", 3),
+            ("+Inf", 4),
+        ] {
+            let line = format!("standby_test_seconds_bucket{{le=\"{le}\"}} {n}\n");
+            assert!(s.contains(&line), "no {line} in {s}");
+        }
         assert!(s.contains("standby_test_seconds_count 4\n"), "{s}");
         assert!(s.contains("standby_test_seconds_sum 9.0424\n"), "{s}");
     }
