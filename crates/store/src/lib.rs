@@ -141,7 +141,8 @@ pub trait EngineStore: Send + Sync {
 }
 
 /// The answer to one queued registration, called once its batch is
-/// committed (or has failed). Runs on the writer's thread: keep it short.
+/// committed and on disk (or has failed). Runs on the writer's own
+/// thread: keep it short.
 pub type Reply = Box<dyn FnOnce(std::result::Result<InsertOutcome, String>) + Send>;
 /// The current time in milliseconds, for dating a batch.
 pub type NowMs = std::sync::Arc<dyn Fn() -> i64 + Send + Sync>;

@@ -122,11 +122,19 @@ impl SqliteWriter {
     pub(crate) fn open(path: &Path) -> Result<Self, String> {
         let conn = connect(path).map_err(|e| e.to_string())?;
         let (tx, rx) = mpsc::channel::<Job>();
+        let (committed, to_sync) = mpsc::channel::<Committed>();
         let direct = std::sync::Arc::new(std::sync::Mutex::new(None));
         let seen = direct.clone();
+        let mut wal = path.as_os_str().to_owned();
+        wal.push("-wal");
+        let wal = std::path::PathBuf::from(wal);
+        std::thread::Builder::new()
+            .name("sqlite-sync".into())
+            .spawn(move || sync_loop(&wal, to_sync))
+            .map_err(|e| format!("cannot start the sign-up syncer: {e}"))?;
         std::thread::Builder::new()
             .name("sqlite-signups".into())
-            .spawn(move || run(conn, rx, seen))
+            .spawn(move || run(conn, rx, seen, committed))
             .map_err(|e| format!("cannot start the sign-up writer: {e}"))?;
         Ok(SqliteWriter { jobs: tx, direct })
     }
@@ -203,7 +211,9 @@ fn run(
     mut conn: rusqlite::Connection,
     jobs: mpsc::Receiver<Job>,
     direct: std::sync::Arc<std::sync::Mutex<Option<std::sync::Arc<Direct>>>>,
+    committed: mpsc::Sender<Committed>,
 ) {
+    let mut durability = Durability::Full;
     let mut later: std::collections::VecDeque<Call> = std::collections::VecDeque::new();
     let mut batch: Vec<(NewRegistrant, crate::Reply)> = Vec::with_capacity(MAX_BATCH);
     loop {
@@ -215,7 +225,10 @@ fn run(
             },
         };
         match job {
-            Job::Call(call) => run_call(&mut conn, call),
+            Job::Call(call) => {
+                durability.set(&conn, Durability::Full);
+                run_call(&mut conn, call)
+            }
             Job::Signup(reg, reply) => {
                 // Everything already waiting joins this transaction; other
                 // work met on the way runs right after it.
@@ -228,7 +241,13 @@ fn run(
                     }
                 }
                 let current = direct.lock().unwrap_or_else(|e| e.into_inner()).clone();
-                run_batch(&mut conn, &mut batch, current.as_deref());
+                durability.set(&conn, Durability::Normal);
+                let done = run_batch(&mut conn, &mut batch, current);
+                if let Err(mpsc::SendError(done)) = committed.send(done) {
+                    // The syncer is gone (it never stops before this thread):
+                    // nobody may be told "received" without a synced log.
+                    done.answer(Some("the log syncer stopped"));
+                }
             }
         }
     }
@@ -248,17 +267,148 @@ fn run_call(conn: &mut rusqlite::Connection, call: Call) {
     }
 }
 
-/// Commits the sign-ups in `batch` in one transaction, then answers each.
+/// How the writer's connection makes a commit durable (`PRAGMA synchronous`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Durability {
+    /// Each commit syncs the log before it returns: calls, whose callers act
+    /// on their answer at once (a claimed message is sent right after).
+    Full,
+    /// A commit only writes the log; the syncer thread syncs it and only
+    /// then answers the batch (sign-ups).
+    Normal,
+}
+
+impl Durability {
+    fn set(&mut self, conn: &rusqlite::Connection, to: Durability) {
+        if *self == to {
+            return;
+        }
+        let value = match to {
+            Durability::Full => "full",
+            Durability::Normal => "normal",
+        };
+        match conn.pragma_update(None, "synchronous", value) {
+            Ok(()) => *self = to,
+            // Staying on FULL is only slower; a batch answered after the
+            // syncer's own sync is durable either way.
+            Err(e) => tracing::error!(error = %e, "SQLite writer: cannot set synchronous={value}"),
+        }
+    }
+}
+
+/// A committed (or failed) batch on its way to the syncer, which answers it
+/// once the log holding it is on disk.
+struct Committed {
+    replies: Vec<crate::Reply>,
+    result: Result<Vec<InsertOutcome>, String>,
+    report: crate::BatchReport,
+    started: std::time::Instant,
+    direct: Option<std::sync::Arc<Direct>>,
+}
+
+impl Committed {
+    /// Answers every sign-up of the batch; `unsynced` says why the log could
+    /// not be made durable, and then nobody is told "received".
+    fn answer(self, unsynced: Option<&str>) {
+        let Committed {
+            replies,
+            result,
+            mut report,
+            started,
+            direct,
+        } = self;
+        let result = match (result, unsynced) {
+            (Ok(_), Some(why)) => Err(format!("the write-ahead log was not synced: {why}")),
+            (result, _) => result,
+        };
+        report.duration = started.elapsed();
+        match result {
+            Ok(outcomes) => {
+                for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                    reply(Ok(outcome));
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, size = report.size, "sign-up batch failed; nobody in it was told it was received");
+                report.error = Some(e.clone());
+                report.created = 0;
+                for reply in replies {
+                    reply(Err(e.clone()));
+                }
+            }
+        }
+        if let Some(d) = direct {
+            (d.observer)(&report);
+        }
+    }
+}
+
+/// The syncer: takes every batch committed since its last pass, syncs the
+/// write-ahead log once for all of them (group commit of the fsync), and
+/// answers them. Meanwhile the writer is already filling the next batch, so
+/// the disk's sync and the next batch's inserts overlap.
+fn sync_loop(wal: &Path, committed: mpsc::Receiver<Committed>) {
+    let mut log: Option<std::fs::File> = None;
+    while let Ok(first) = committed.recv() {
+        let mut done = vec![first];
+        while let Ok(more) = committed.try_recv() {
+            done.push(more);
+        }
+        let synced = if done.iter().any(|c| c.result.is_ok()) {
+            sync_log(wal, &mut log).map_err(|e| {
+                tracing::error!(error = %e, "cannot sync the SQLite write-ahead log");
+                e.to_string()
+            })
+        } else {
+            Ok(())
+        };
+        for c in done {
+            c.answer(synced.as_ref().err().map(String::as_str));
+        }
+    }
+}
+
+/// Syncs the write-ahead log's data to disk. The log is opened once, and
+/// again if the file at its path is no longer the one open (with the
+/// directory synced, so a new log's name is durable too). Only the log is
+/// ever opened here, never the database file: closing a second descriptor
+/// of the database would drop SQLite's POSIX locks on it.
+fn sync_log(wal: &Path, log: &mut Option<std::fs::File>) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    // While the writer's connection is open the log is never deleted, so a
+    // missing log is an error, not "nothing to sync".
+    let on_disk = std::fs::metadata(wal)?.ino();
+    let current = match log {
+        Some(f) if f.metadata()?.ino() == on_disk => f,
+        _ => {
+            let f = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(wal)?;
+            if let Some(dir) = wal.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::File::open(dir)?.sync_all()?;
+            }
+            log.insert(f)
+        }
+    };
+    current.sync_data()
+}
+
+/// Commits the sign-ups in `batch` in one transaction (the log written, not
+/// yet synced) and returns them for the syncer to answer.
 fn run_batch(
     conn: &mut rusqlite::Connection,
     batch: &mut Vec<(NewRegistrant, crate::Reply)>,
-    direct: Option<&Direct>,
-) {
+    direct: Option<std::sync::Arc<Direct>>,
+) -> Committed {
     let started = std::time::Instant::now();
     let size = batch.len();
     let result = {
         let _slot = writer_slot();
-        let now = direct.map(|d| (d.now)()).unwrap_or_else(crate::sql::now_ms);
+        let now = direct
+            .as_deref()
+            .map(|d| (d.now)())
+            .unwrap_or_else(crate::sql::now_ms);
         let regs: Vec<&NewRegistrant> = batch.iter().map(|(r, _)| r).collect();
         let conn_ref = &mut *conn;
         match std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
@@ -289,23 +439,14 @@ fn run_batch(
             Err(_) => 0,
         },
         duration,
-        error: result.as_ref().err().cloned(),
+        error: None,
     };
-    match result {
-        Ok(outcomes) => {
-            for ((_, reply), outcome) in batch.drain(..).zip(outcomes) {
-                reply(Ok(outcome));
-            }
-        }
-        Err(e) => {
-            tracing::error!(error = %e, size, "sign-up batch failed; nobody in it was told it was received");
-            for (_, reply) in batch.drain(..) {
-                reply(Err(e.clone()));
-            }
-        }
-    }
-    if let Some(d) = direct {
-        (d.observer)(&report);
+    Committed {
+        replies: batch.drain(..).map(|(_, reply)| reply).collect(),
+        result,
+        report,
+        started,
+        direct,
     }
 }
 
@@ -515,4 +656,128 @@ fn insert_refs(
         "sign-up batch commit"
     );
     Ok(outcomes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+    use std::sync::{Arc, Mutex};
+
+    #[test]
+    fn a_missing_log_is_an_error_not_nothing_to_sync() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = None;
+        let err = sync_log(&dir.path().join("db-wal"), &mut log).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::NotFound);
+        assert!(log.is_none());
+    }
+
+    #[test]
+    fn the_log_is_opened_once_and_again_when_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let wal = dir.path().join("db-wal");
+        std::fs::write(&wal, b"frames").unwrap();
+        let mut log = None;
+        sync_log(&wal, &mut log).unwrap();
+        let first = log.as_ref().unwrap().metadata().unwrap().ino();
+        assert_eq!(first, std::fs::metadata(&wal).unwrap().ino());
+        sync_log(&wal, &mut log).unwrap();
+        assert_eq!(log.as_ref().unwrap().metadata().unwrap().ino(), first);
+        // A new file under the same name (the old one still open here).
+        let next = dir.path().join("next");
+        std::fs::write(&next, b"other frames").unwrap();
+        std::fs::rename(&next, &wal).unwrap();
+        sync_log(&wal, &mut log).unwrap();
+        let now = log.as_ref().unwrap().metadata().unwrap().ino();
+        assert_ne!(now, first);
+        assert_eq!(now, std::fs::metadata(&wal).unwrap().ino());
+    }
+
+    #[test]
+    fn sign_up_batches_leave_the_sync_to_the_syncer_and_calls_do_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = connect(&dir.path().join("db")).unwrap();
+        let level = |c: &rusqlite::Connection| -> i64 {
+            c.query_row("PRAGMA synchronous", [], |r| r.get(0)).unwrap()
+        };
+        let mut d = Durability::Full;
+        assert_eq!(level(&conn), 2, "a new writer connection is FULL");
+        d.set(&conn, Durability::Normal);
+        assert_eq!(level(&conn), 1);
+        d.set(&conn, Durability::Normal);
+        assert_eq!(level(&conn), 1);
+        d.set(&conn, Durability::Full);
+        assert_eq!(level(&conn), 2);
+    }
+
+    type Answers = Arc<Mutex<Vec<Result<InsertOutcome, String>>>>;
+
+    fn committed(
+        result: Result<Vec<InsertOutcome>, String>,
+        reports: Arc<Mutex<Vec<crate::BatchReport>>>,
+    ) -> (Committed, Answers) {
+        let answers: Answers = Arc::default();
+        let replies = (0..2)
+            .map(|_| {
+                let answers = answers.clone();
+                Box::new(move |o| answers.lock().unwrap().push(o)) as crate::Reply
+            })
+            .collect();
+        let observer: crate::BatchObserver =
+            Arc::new(move |r: &crate::BatchReport| reports.lock().unwrap().push(r.clone()));
+        let c = Committed {
+            replies,
+            result,
+            report: crate::BatchReport {
+                size: 2,
+                created: 1,
+                duration: std::time::Duration::ZERO,
+                error: None,
+            },
+            started: std::time::Instant::now(),
+            direct: Some(Arc::new(Direct {
+                now: Arc::new(|| 0),
+                observer,
+            })),
+        };
+        (c, answers)
+    }
+
+    #[test]
+    fn a_synced_batch_answers_each_outcome_in_order() {
+        let reports = Arc::default();
+        let (c, answers) = committed(
+            Ok(vec![InsertOutcome::Created(7), InsertOutcome::Duplicate]),
+            Arc::clone(&reports),
+        );
+        c.answer(None);
+        let answers = answers.lock().unwrap();
+        assert!(matches!(
+            answers[..],
+            [Ok(InsertOutcome::Created(7)), Ok(InsertOutcome::Duplicate)]
+        ));
+        let reports = reports.lock().unwrap();
+        assert_eq!((reports.len(), reports[0].created), (1, 1));
+        assert!(reports[0].error.is_none());
+    }
+
+    #[test]
+    fn a_batch_whose_log_was_not_synced_tells_nobody_it_was_received() {
+        let reports = Arc::default();
+        let (c, answers) = committed(
+            Ok(vec![InsertOutcome::Created(7), InsertOutcome::Duplicate]),
+            Arc::clone(&reports),
+        );
+        c.answer(Some("disk full"));
+        let answers = answers.lock().unwrap();
+        assert_eq!(answers.len(), 2);
+        for a in answers.iter() {
+            let e = a.as_ref().unwrap_err();
+            assert!(e.contains("not synced") && e.contains("disk full"), "{e}");
+        }
+        let reports = reports.lock().unwrap();
+        assert_eq!(reports[0].created, 0);
+        assert!(reports[0].error.as_deref().unwrap().contains("disk full"));
+    }
 }
