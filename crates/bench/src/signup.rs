@@ -16,6 +16,25 @@ struct Tally {
     accepted: Vec<u64>,
 }
 
+impl Tally {
+    fn merge(&mut self, t: Tally) {
+        self.latencies_us.extend(t.latencies_us);
+        self.timeline.extend(t.timeline);
+        for (k, v) in t.statuses {
+            *self.statuses.entry(k).or_default() += v;
+        }
+        for (k, v) in t.errors {
+            *self.errors.entry(k).or_default() += v;
+        }
+        self.accepted.extend(t.accepted);
+    }
+}
+
+/// One event loop per core by default.
+fn default_threads() -> u64 {
+    std::thread::available_parallelism().map_or(2, |n| n.get() as u64)
+}
+
 fn loopback(url: &str) -> SocketAddr {
     let host = url
         .trim_start_matches("http://")
@@ -154,11 +173,13 @@ impl Client {
                 Ok(httparse::Status::Partial) => {}
                 Err(e) => return Err(format!("bad answer: {e}")),
             }
-            let mut chunk = [0u8; 16 * 1024];
-            match self.stream.read(&mut chunk).await {
+            // Straight into the buffer's spare room (no zeroed scratch
+            // buffer per read).
+            self.buf.reserve(16 * 1024);
+            match self.stream.read_buf(&mut self.buf).await {
                 Ok(0) if !eof && !self.buf.is_empty() => eof = true,
                 Ok(0) => return Err("reset".into()),
-                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Ok(_) => {}
                 Err(e) => return Err(format!("read: {}", e.kind())),
             }
         }
@@ -446,33 +467,53 @@ pub async fn run(args: HashMap<String, String>) {
         offset,
         began: started,
     });
-    let mut tasks = Vec::new();
-    for i in 0..connections {
-        let pace = rate.map(|rate| {
-            let every = Duration::from_secs_f64(connections as f64 / rate);
-            Pace {
-                // Connections start staggered across one interval, after a
-                // second for all of them to connect.
-                first: started
-                    + Duration::from_secs(1)
-                    + every.mul_f64(i as f64 / connections as f64),
-                every,
-            }
-        });
-        tasks.push(tokio::spawn(connection(load.clone(), pace)));
+    // The connections are spread over event loops of their own, one thread
+    // each (as wrk does): a task is woken only by its own thread's I/O, so
+    // the generator does not spend its CPU waking its other threads.
+    let loops = crate::num(&args, "threads", default_threads()).clamp(1, 64);
+    let mut threads = Vec::new();
+    for l in 0..loops {
+        let load = load.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("load-{l}"))
+            .spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("a load runtime");
+                rt.block_on(async move {
+                    let mut tasks = Vec::new();
+                    for i in (l..connections).step_by(loops as usize) {
+                        let pace = rate.map(|rate| {
+                            let every = Duration::from_secs_f64(connections as f64 / rate);
+                            Pace {
+                                // Connections start staggered across one
+                                // interval, after a second for all of them to
+                                // connect.
+                                first: started
+                                    + Duration::from_secs(1)
+                                    + every.mul_f64(i as f64 / connections as f64),
+                                every,
+                            }
+                        });
+                        tasks.push(tokio::spawn(connection(load.clone(), pace)));
+                    }
+                    let mut all = Tally::default();
+                    for t in tasks {
+                        all.merge(t.await.expect("task"));
+                    }
+                    all
+                })
+            })
+            .expect("a load thread");
+        threads.push(thread);
     }
     let mut all = Tally::default();
-    for t in tasks {
-        let t = t.await.expect("task");
-        all.latencies_us.extend(t.latencies_us);
-        all.timeline.extend(t.timeline);
-        for (k, v) in t.statuses {
-            *all.statuses.entry(k).or_default() += v;
-        }
-        for (k, v) in t.errors {
-            *all.errors.entry(k).or_default() += v;
-        }
-        all.accepted.extend(t.accepted);
+    for t in threads {
+        let tally = tokio::task::spawn_blocking(move || t.join().expect("load thread"))
+            .await
+            .expect("join");
+        all.merge(tally);
     }
     let elapsed = started.elapsed().as_secs_f64();
     let own_cpu = cpu("self") - own_before;

@@ -89,7 +89,11 @@ fn query_one<T>(
     }
 }
 
-type Call = Box<dyn FnOnce(&mut rusqlite::Connection) + Send>;
+/// Work run on the writer's connection; what it returns tells its caller
+/// the result once the syncer has put the log on disk (or, given why it
+/// could not, tells the caller it failed).
+type Call = Box<dyn FnOnce(&mut rusqlite::Connection) -> Answer + Send>;
+type Answer = Box<dyn FnOnce(Option<&str>) + Send>;
 
 /// Most sign-ups the writer thread commits in one transaction.
 pub const MAX_BATCH: usize = 2048;
@@ -122,7 +126,7 @@ impl SqliteWriter {
     pub(crate) fn open(path: &Path) -> Result<Self, String> {
         let conn = connect(path).map_err(|e| e.to_string())?;
         let (tx, rx) = mpsc::channel::<Job>();
-        let (committed, to_sync) = mpsc::channel::<Committed>();
+        let (synced, to_sync) = mpsc::channel::<Durable>();
         let direct = std::sync::Arc::new(std::sync::Mutex::new(None));
         let seen = direct.clone();
         let mut wal = path.as_os_str().to_owned();
@@ -130,11 +134,14 @@ impl SqliteWriter {
         let wal = std::path::PathBuf::from(wal);
         std::thread::Builder::new()
             .name("sqlite-sync".into())
-            .spawn(move || sync_loop(&wal, to_sync))
+            .spawn(move || {
+                let mut log = None;
+                sync_loop(to_sync, || sync_log(&wal, &mut log))
+            })
             .map_err(|e| format!("cannot start the sign-up syncer: {e}"))?;
         std::thread::Builder::new()
             .name("sqlite-signups".into())
-            .spawn(move || run(conn, rx, seen, committed))
+            .spawn(move || run(conn, rx, seen, synced))
             .map_err(|e| format!("cannot start the sign-up writer: {e}"))?;
         Ok(SqliteWriter { jobs: tx, direct })
     }
@@ -174,7 +181,14 @@ impl SqliteWriter {
     {
         let (reply, answer) = oneshot::channel();
         let job = Job::Call(Box::new(move |conn| {
-            let _ = reply.send(f(conn).map_err(|e| e.to_string()));
+            let result = f(conn).map_err(|e| e.to_string());
+            Box::new(move |unsynced: Option<&str>| {
+                let result = match (result, unsynced) {
+                    (Ok(_), Some(why)) => Err(format!("the write-ahead log was not synced: {why}")),
+                    (result, _) => result,
+                };
+                let _ = reply.send(result);
+            })
         }));
         self.jobs
             .send(job)
@@ -199,7 +213,10 @@ fn connect(path: &Path) -> rusqlite::Result<rusqlite::Connection> {
     let conn = rusqlite::Connection::open(path)?;
     conn.busy_timeout(std::time::Duration::from_secs(30))?;
     conn.pragma_update(None, "journal_mode", "wal")?;
-    conn.pragma_update(None, "synchronous", "full")?;
+    // A commit here only writes the log; the syncer thread syncs it before
+    // anyone is answered (`sync_loop`), so the writer never waits for the
+    // disk. The pool's connections stay FULL.
+    conn.pragma_update(None, "synchronous", "normal")?;
     conn.pragma_update(None, "foreign_keys", "on")?;
     conn.pragma_update(None, "wal_autocheckpoint", 0)?;
     conn.pragma_update(None, "cache_size", -16384)?;
@@ -211,9 +228,8 @@ fn run(
     mut conn: rusqlite::Connection,
     jobs: mpsc::Receiver<Job>,
     direct: std::sync::Arc<std::sync::Mutex<Option<std::sync::Arc<Direct>>>>,
-    committed: mpsc::Sender<Committed>,
+    synced: mpsc::Sender<Durable>,
 ) {
-    let mut durability = Durability::Full;
     let mut later: std::collections::VecDeque<Call> = std::collections::VecDeque::new();
     let mut batch: Vec<(NewRegistrant, crate::Reply)> = Vec::with_capacity(MAX_BATCH);
     loop {
@@ -226,8 +242,9 @@ fn run(
         };
         match job {
             Job::Call(call) => {
-                durability.set(&conn, Durability::Full);
-                run_call(&mut conn, call)
+                if let Some(answer) = run_call(&mut conn, call) {
+                    to_syncer(&synced, Durable::Call(answer));
+                }
             }
             Job::Signup(reg, reply) => {
                 // Everything already waiting joins this transaction; other
@@ -241,57 +258,56 @@ fn run(
                     }
                 }
                 let current = direct.lock().unwrap_or_else(|e| e.into_inner()).clone();
-                durability.set(&conn, Durability::Normal);
                 let done = run_batch(&mut conn, &mut batch, current);
-                if let Err(mpsc::SendError(done)) = committed.send(done) {
-                    // The syncer is gone (it never stops before this thread):
-                    // nobody may be told "received" without a synced log.
-                    done.answer(Some("the log syncer stopped"));
-                }
+                to_syncer(&synced, Durable::Batch(done));
             }
         }
     }
 }
 
-/// Runs one closure while holding this process's writer slot.
-fn run_call(conn: &mut rusqlite::Connection, call: Call) {
+/// Hands what the writer did to the syncer, which answers it once the log
+/// is on disk.
+fn to_syncer(synced: &mpsc::Sender<Durable>, done: Durable) {
+    if let Err(mpsc::SendError(done)) = synced.send(done) {
+        // The syncer is gone (it never stops before this thread): nobody
+        // may be told their write is done without a synced log.
+        done.answer(Some("the log syncer stopped"));
+    }
+}
+
+/// Runs one closure while holding this process's writer slot; its answer,
+/// unless it panicked (then its caller was told it failed).
+fn run_call(conn: &mut rusqlite::Connection, call: Call) -> Option<Answer> {
     let _slot = writer_slot();
     // A panic in one piece of work must not stop every later sign-up:
     // its caller gets an error (its reply is dropped), the thread goes on.
     let conn_ref = &mut *conn;
-    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || call(conn_ref))).is_err() {
-        tracing::error!("SQLite writer: a piece of work panicked; its caller was told it failed");
-        if !conn.is_autocommit() {
-            let _ = conn.execute_batch("ROLLBACK");
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || call(conn_ref))) {
+        Ok(answer) => Some(answer),
+        Err(_) => {
+            tracing::error!(
+                "SQLite writer: a piece of work panicked; its caller was told it failed"
+            );
+            if !conn.is_autocommit() {
+                let _ = conn.execute_batch("ROLLBACK");
+            }
+            None
         }
     }
 }
 
-/// How the writer's connection makes a commit durable (`PRAGMA synchronous`).
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Durability {
-    /// Each commit syncs the log before it returns: calls, whose callers act
-    /// on their answer at once (a claimed message is sent right after).
-    Full,
-    /// A commit only writes the log; the syncer thread syncs it and only
-    /// then answers the batch (sign-ups).
-    Normal,
+/// What the writer did, waiting for the syncer to put the log on disk
+/// before anyone hears of it.
+enum Durable {
+    Batch(Committed),
+    Call(Answer),
 }
 
-impl Durability {
-    fn set(&mut self, conn: &rusqlite::Connection, to: Durability) {
-        if *self == to {
-            return;
-        }
-        let value = match to {
-            Durability::Full => "full",
-            Durability::Normal => "normal",
-        };
-        match conn.pragma_update(None, "synchronous", value) {
-            Ok(()) => *self = to,
-            // Staying on FULL is only slower; a batch answered after the
-            // syncer's own sync is durable either way.
-            Err(e) => tracing::error!(error = %e, "SQLite writer: cannot set synchronous={value}"),
+impl Durable {
+    fn answer(self, unsynced: Option<&str>) {
+        match self {
+            Durable::Batch(c) => c.answer(unsynced),
+            Durable::Call(answer) => answer(unsynced),
         }
     }
 }
@@ -343,27 +359,23 @@ impl Committed {
     }
 }
 
-/// The syncer: takes every batch committed since its last pass, syncs the
-/// write-ahead log once for all of them (group commit of the fsync), and
-/// answers them. Meanwhile the writer is already filling the next batch, so
-/// the disk's sync and the next batch's inserts overlap.
-fn sync_loop(wal: &Path, committed: mpsc::Receiver<Committed>) {
-    let mut log: Option<std::fs::File> = None;
-    while let Ok(first) = committed.recv() {
-        let mut done = vec![first];
-        while let Ok(more) = committed.try_recv() {
-            done.push(more);
+/// The syncer: takes everything the writer did since its last pass, syncs
+/// the write-ahead log once for all of it (group commit of the fsync), and
+/// answers it. Meanwhile the writer is already filling the next batch, so
+/// the disk's sync and the next batch's inserts overlap, and the writer
+/// never waits for the disk.
+fn sync_loop(done: mpsc::Receiver<Durable>, mut sync: impl FnMut() -> std::io::Result<()>) {
+    while let Ok(first) = done.recv() {
+        let mut pass = vec![first];
+        while let Ok(more) = done.try_recv() {
+            pass.push(more);
         }
-        let synced = if done.iter().any(|c| c.result.is_ok()) {
-            sync_log(wal, &mut log).map_err(|e| {
-                tracing::error!(error = %e, "cannot sync the SQLite write-ahead log");
-                e.to_string()
-            })
-        } else {
-            Ok(())
-        };
-        for c in done {
-            c.answer(synced.as_ref().err().map(String::as_str));
+        let synced = sync().map_err(|e| {
+            tracing::error!(error = %e, "cannot sync the SQLite write-ahead log");
+            e.to_string()
+        });
+        for d in pass {
+            d.answer(synced.as_ref().err().map(String::as_str));
         }
     }
 }
@@ -695,20 +707,99 @@ mod tests {
     }
 
     #[test]
-    fn sign_up_batches_leave_the_sync_to_the_syncer_and_calls_do_not() {
+    fn the_writer_leaves_the_sync_to_the_syncer() {
         let dir = tempfile::tempdir().unwrap();
         let conn = connect(&dir.path().join("db")).unwrap();
-        let level = |c: &rusqlite::Connection| -> i64 {
-            c.query_row("PRAGMA synchronous", [], |r| r.get(0)).unwrap()
-        };
-        let mut d = Durability::Full;
-        assert_eq!(level(&conn), 2, "a new writer connection is FULL");
-        d.set(&conn, Durability::Normal);
-        assert_eq!(level(&conn), 1);
-        d.set(&conn, Durability::Normal);
-        assert_eq!(level(&conn), 1);
-        d.set(&conn, Durability::Full);
-        assert_eq!(level(&conn), 2);
+        let level: i64 = conn
+            .query_row("PRAGMA synchronous", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(
+            level, 1,
+            "NORMAL: a commit writes the log, the syncer syncs it"
+        );
+    }
+
+    /// Runs the syncer over `work` with a sync that logs itself in `events`
+    /// (and fails when `fails`), and returns the events in order.
+    fn sync_pass(work: Vec<Durable>, events: Arc<Mutex<Vec<String>>>, fails: bool) {
+        let (tx, rx) = mpsc::channel();
+        for w in work {
+            tx.send(w).unwrap();
+        }
+        drop(tx);
+        sync_loop(rx, || {
+            events.lock().unwrap().push("sync".into());
+            if fails {
+                Err(std::io::Error::other("disk full"))
+            } else {
+                Ok(())
+            }
+        });
+    }
+
+    fn logged_call(events: &Arc<Mutex<Vec<String>>>) -> Durable {
+        let events = events.clone();
+        Durable::Call(Box::new(move |unsynced| {
+            events
+                .lock()
+                .unwrap()
+                .push(format!("call answered, unsynced: {unsynced:?}"));
+        }))
+    }
+
+    #[test]
+    fn the_syncer_answers_calls_and_batches_only_after_one_sync() {
+        let events: Arc<Mutex<Vec<String>>> = Arc::default();
+        let reports = Arc::default();
+        let (batch, answers) = committed(
+            Ok(vec![InsertOutcome::Created(7), InsertOutcome::Duplicate]),
+            reports,
+        );
+        sync_pass(
+            vec![
+                logged_call(&events),
+                Durable::Batch(batch),
+                logged_call(&events),
+            ],
+            events.clone(),
+            false,
+        );
+        assert_eq!(
+            *events.lock().unwrap(),
+            [
+                "sync",
+                "call answered, unsynced: None",
+                "call answered, unsynced: None"
+            ]
+        );
+        assert_eq!(answers.lock().unwrap().len(), 2);
+        assert!(answers.lock().unwrap().iter().all(|a| a.is_ok()));
+    }
+
+    #[test]
+    fn a_failed_sync_fails_every_call_and_batch_of_its_pass() {
+        let events: Arc<Mutex<Vec<String>>> = Arc::default();
+        let reports = Arc::default();
+        let (batch, answers) = committed(
+            Ok(vec![InsertOutcome::Created(7), InsertOutcome::Duplicate]),
+            reports,
+        );
+        sync_pass(
+            vec![Durable::Batch(batch), logged_call(&events)],
+            events.clone(),
+            true,
+        );
+        assert_eq!(
+            *events.lock().unwrap(),
+            ["sync", "call answered, unsynced: Some(\"disk full\")"]
+        );
+        let answers = answers.lock().unwrap();
+        assert_eq!(answers.len(), 2);
+        assert!(
+            answers
+                .iter()
+                .all(|a| a.as_ref().is_err_and(|e| e.contains("disk full")))
+        );
     }
 
     type Answers = Arc<Mutex<Vec<Result<InsertOutcome, String>>>>;
