@@ -246,6 +246,19 @@ struct Load {
     offset: u64,
     /// When the load began (the timeline counts from here).
     began: Instant,
+    /// Every connection is opened (or has failed) before any posts, so the
+    /// sign-ups measured are the surge itself, not the TCP handshakes.
+    ready: tokio::sync::Barrier,
+    /// When the last connection was open and they all started posting.
+    go: std::sync::OnceLock<Instant>,
+}
+
+impl Load {
+    async fn all_connected(&self) {
+        if self.ready.wait().await.is_leader() {
+            let _ = self.go.set(Instant::now());
+        }
+    }
 }
 
 async fn connection(load: Arc<Load>, pace: Option<Pace>) -> Tally {
@@ -258,6 +271,7 @@ async fn connection(load: Arc<Load>, pace: Option<Pace>) -> Tally {
         repeat_every,
         offset,
         began,
+        ..
     } = *load;
     let form = matches!(target, Target::Standby { form: true });
     let mut t = Tally::default();
@@ -272,13 +286,16 @@ async fn connection(load: Arc<Load>, pace: Option<Pace>) -> Tally {
             *t.errors
                 .entry(format!("connect: {}", e.kind()))
                 .or_default() += 1;
+            load.all_connected().await;
             return t;
         }
         Err(_) => {
             *t.errors.entry("connect: timeout".into()).or_default() += 1;
+            load.all_connected().await;
             return t;
         }
     };
+    load.all_connected().await;
     let _ = stream.set_nodelay(true);
     let host = addr.to_string();
     let post_head = if form {
@@ -466,6 +483,8 @@ pub async fn run(args: HashMap<String, String>) {
         repeat_every,
         offset,
         began: started,
+        ready: tokio::sync::Barrier::new(connections as usize),
+        go: std::sync::OnceLock::new(),
     });
     // The connections are spread over event loops of their own, one thread
     // each (as wrk does): a task is woken only by its own thread's I/O, so
@@ -515,7 +534,14 @@ pub async fn run(args: HashMap<String, String>) {
             .expect("join");
         all.merge(tally);
     }
-    let elapsed = started.elapsed().as_secs_f64();
+    let go = load.go.get().copied().unwrap_or(started);
+    // Paced, the load starts a second in (the first second only connects).
+    let load_start = if rate.is_some() {
+        started + Duration::from_secs(1)
+    } else {
+        go
+    };
+    let elapsed = load_start.elapsed().as_secs_f64();
     let own_cpu = cpu("self") - own_before;
     let server_cpu: Vec<f64> = server_pids
         .iter()
@@ -547,20 +573,23 @@ pub async fn run(args: HashMap<String, String>) {
     // server's log).
     if args.contains_key("timeline") {
         let wall = std::time::SystemTime::now() - started.elapsed();
-        let mut worst: BTreeMap<u32, (u32, u32)> = BTreeMap::new();
+        // The p99 to beat: how many answers of each tenth were slower.
+        let p99 = (pct(0.99) * 1000.0) as u32;
+        let mut worst: BTreeMap<u32, (u32, u32, u32)> = BTreeMap::new();
         for (at, us) in &all.timeline {
             let w = worst.entry(at / 100).or_default();
             w.0 = w.0.max(*us);
             w.1 += 1;
+            w.2 += u32::from(*us > p99);
         }
-        for (tenth, (us, count)) in worst {
+        for (tenth, (us, count, slow)) in worst {
             let at = wall + Duration::from_millis(u64::from(tenth) * 100);
             let secs = at
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_secs_f64())
                 .unwrap_or(0.0);
             println!(
-                "timeline           {:.1} (+{:.1} s)  {count} sent, worst {:.1} ms",
+                "timeline           {:.1} (+{:.1} s)  {count} sent, worst {:.1} ms, {slow} over the p99",
                 secs % 3600.0,
                 f64::from(tenth) / 10.0,
                 f64::from(us) / 1000.0
@@ -572,16 +601,14 @@ pub async fn run(args: HashMap<String, String>) {
             "offered            {rate:.0} sign-ups per second (open loop; latency from each request's due time)"
         );
     }
-    println!("requests answered  {}", all.latencies_us.len());
-    // Paced, the first second only connects.
-    let load_time = if rate.is_some() {
-        elapsed - 1.0
-    } else {
-        elapsed
-    };
     println!(
-        "sign-ups accepted  {accepted} in {load_time:.2} s = {:.0} per second",
-        accepted as f64 / load_time
+        "connections open   in {:.0} ms, before the first sign-up (not counted below)",
+        go.duration_since(started).as_secs_f64() * 1000.0
+    );
+    println!("requests answered  {}", all.latencies_us.len());
+    println!(
+        "sign-ups accepted  {accepted} in {elapsed:.2} s = {:.0} per second",
+        accepted as f64 / elapsed
     );
     println!(
         "latency ms         p50 {:.1}  p99 {:.1}  max {:.1}",

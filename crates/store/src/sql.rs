@@ -26,6 +26,8 @@ pub struct SqlStore {
     pub(crate) db: Db,
     /// SQLite on a file: the thread that commits sign-up batches.
     sqlite_writer: Option<std::sync::Arc<crate::sqlite_writer::SqliteWriter>>,
+    /// SQLite on a file: the low-priority thread that runs the checkpoints.
+    checkpointer: Option<std::sync::Arc<crate::sqlite_writer::Checkpointer>>,
     /// SQLite: a log of this many frames is started over (`maintenance`).
     wal_restart_frames: i64,
 }
@@ -63,16 +65,23 @@ impl SqlStore {
                 .min_connections(1)
                 .connect_with(opts)
                 .await?;
-            let sqlite_writer = match sqlite_file(url) {
-                Some(path) => Some(std::sync::Arc::new(
-                    crate::sqlite_writer::SqliteWriter::open(&path)
-                        .map_err(|e| StoreError::Writer(e.to_string()))?,
-                )),
-                None => None,
+            let (sqlite_writer, checkpointer) = match sqlite_file(url) {
+                Some(path) => (
+                    Some(std::sync::Arc::new(
+                        crate::sqlite_writer::SqliteWriter::open(&path)
+                            .map_err(|e| StoreError::Writer(e.to_string()))?,
+                    )),
+                    Some(std::sync::Arc::new(
+                        crate::sqlite_writer::Checkpointer::open(&path)
+                            .map_err(|e| StoreError::Writer(e.to_string()))?,
+                    )),
+                ),
+                None => (None, None),
             };
             Ok(Self {
                 db: Db::Sqlite(pool),
                 sqlite_writer,
+                checkpointer,
                 wal_restart_frames: WAL_RESTART_FRAMES,
             })
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
@@ -86,6 +95,7 @@ impl SqlStore {
             Ok(Self {
                 db: Db::Pg(pool),
                 sqlite_writer: None,
+                checkpointer: None,
                 wal_restart_frames: WAL_RESTART_FRAMES,
             })
         } else {
@@ -293,51 +303,13 @@ impl Store for SqlStore {
                     .await?;
             }
         });
-        if let Db::Sqlite(p) = &self.db {
-            // Folds the write-ahead log back into the database without
-            // blocking writers.
-            let mut conn = p.acquire().await?;
-            let checkpoint = "PRAGMA wal_checkpoint(PASSIVE)";
-            let started = std::time::Instant::now();
-            let mut passes = 0;
-            let mut last = 0;
-            let (frames, behind) = loop {
-                // A pass copies the log as long as it was when the pass began.
-                let (_, frames, _): (i64, i64, i64) =
-                    sqlx::query_as(checkpoint).fetch_one(&mut *conn).await?;
-                passes += 1;
-                // Each pass copies what was written during the one before,
-                // less each time: a few bring it close behind the writer.
-                let new = frames - last;
-                last = frames;
-                if frames < self.wal_restart_frames
-                    || (passes > 1 && new <= WAL_RESTART_TAIL)
-                    || passes == 8
-                {
-                    break (frames, new);
-                }
-            };
-            if frames >= self.wal_restart_frames && behind <= WAL_RESTART_TAIL {
-                // Under a steady stream of sign-ups the checkpoint never
-                // quite catches up, so the log would only grow (and a crash
-                // would leave all of it to read back). Holding this
-                // process's writer slot for a last short pass lets it
-                // finish, and the next commit starts the log over at its
-                // beginning.
-                let waited = std::time::Instant::now();
-                let _slot = p.write_slot().await;
-                let held = std::time::Instant::now();
-                sqlx::query(checkpoint).execute(&mut *conn).await?;
-                tracing::debug!(
-                    frames,
-                    behind,
-                    passes,
-                    passes_us = waited.duration_since(started).as_micros() as u64,
-                    slot_wait_us = held.duration_since(waited).as_micros() as u64,
-                    held_us = held.elapsed().as_micros() as u64,
-                    "write-ahead log checkpointed to its end"
-                );
-            }
+        // SQLite: folds the write-ahead log back into the database without
+        // blocking writers, on the checkpointer's low-priority thread.
+        if let Some(checkpointer) = &self.checkpointer {
+            checkpointer
+                .checkpoint(self.wal_restart_frames, WAL_RESTART_TAIL)
+                .await
+                .map_err(StoreError::Writer)?;
         }
         Ok(())
     }

@@ -208,6 +208,118 @@ impl crate::RegistrationQueue for SqliteWriter {
     }
 }
 
+/// SQLite's checkpoints, on a thread of their own at a lower CPU priority
+/// (`nice` +10, which needs no privilege): copying the log back into the
+/// database is upkeep, and under a surge it must take the CPU the sign-ups
+/// leave, not compete with the writer and the web workers for it.
+pub(crate) struct Checkpointer {
+    jobs: mpsc::Sender<Work>,
+}
+
+/// A piece of work for a connection's own thread.
+type Work = Box<dyn FnOnce(&mut rusqlite::Connection) + Send>;
+
+impl Checkpointer {
+    pub(crate) fn open(path: &Path) -> Result<Self, String> {
+        let mut conn = rusqlite::Connection::open(path).map_err(|e| e.to_string())?;
+        conn.busy_timeout(std::time::Duration::from_secs(30))
+            .map_err(|e| e.to_string())?;
+        conn.pragma_update(None, "synchronous", "full")
+            .map_err(|e| e.to_string())?;
+        let (tx, rx) = mpsc::channel::<Work>();
+        std::thread::Builder::new()
+            .name("sqlite-ckpt".into())
+            .spawn(move || {
+                lower_priority();
+                while let Ok(job) = rx.recv() {
+                    job(&mut conn);
+                }
+            })
+            .map_err(|e| format!("cannot start the checkpointer: {e}"))?;
+        Ok(Checkpointer { jobs: tx })
+    }
+
+    /// Passive checkpoints, repeated while each still finds much new in the
+    /// log (up to 8) once the log holds `restart_frames` or more; then, if
+    /// it is close behind, one last pass holding this process's writer slot
+    /// so it reaches the end and the next commit starts the log over.
+    pub(crate) async fn checkpoint(&self, restart_frames: i64, tail: i64) -> Result<(), String> {
+        let (reply, answer) = oneshot::channel();
+        let job = Box::new(move |conn: &mut rusqlite::Connection| {
+            let _ = reply.send(checkpoint_round(conn, restart_frames, tail));
+        });
+        self.jobs
+            .send(job)
+            .map_err(|_| "SQLite checkpointer stopped".to_string())?;
+        answer
+            .await
+            .map_err(|_| "SQLite checkpointer dropped the work".to_string())?
+            .map_err(|e| e.to_string())
+    }
+}
+
+fn checkpoint_round(
+    conn: &mut rusqlite::Connection,
+    restart_frames: i64,
+    tail: i64,
+) -> rusqlite::Result<()> {
+    let started = std::time::Instant::now();
+    let pass = |conn: &rusqlite::Connection| -> rusqlite::Result<i64> {
+        conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(1))
+    };
+    let mut passes = 0;
+    let mut last = 0;
+    let (frames, behind) = loop {
+        // A pass copies the log as long as it was when the pass began.
+        let frames = pass(conn)?;
+        passes += 1;
+        // Each pass copies what was written during the one before, less
+        // each time: a few bring it close behind the writer.
+        let new = frames - last;
+        last = frames;
+        if frames < restart_frames || (passes > 1 && new <= tail) || passes == 8 {
+            break (frames, new);
+        }
+    };
+    tracing::debug!(
+        frames,
+        passes,
+        duration_us = started.elapsed().as_micros() as u64,
+        "write-ahead log checkpoint"
+    );
+    if frames >= restart_frames && behind <= tail {
+        // Under a steady stream of sign-ups the checkpoint never quite
+        // catches up, so the log would only grow (and a crash would leave
+        // all of it to read back). Holding this process's writer slot for a
+        // last short pass lets it finish, and the next commit starts the
+        // log over at its beginning.
+        let waited = std::time::Instant::now();
+        let _slot = crate::dialect::sqlite_writer_slot_blocking();
+        let held = std::time::Instant::now();
+        pass(conn)?;
+        tracing::debug!(
+            frames,
+            behind,
+            passes,
+            passes_us = waited.duration_since(started).as_micros() as u64,
+            slot_wait_us = held.duration_since(waited).as_micros() as u64,
+            held_us = held.elapsed().as_micros() as u64,
+            "write-ahead log checkpointed to its end"
+        );
+    }
+    Ok(())
+}
+
+/// Lowers the calling thread's CPU priority (Linux: `nice` is per thread).
+fn lower_priority() {
+    // SAFETY: setpriority only reads its integer arguments; `who` 0 is the
+    // calling thread on Linux.
+    let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 10) };
+    if rc != 0 {
+        tracing::debug!("could not lower the checkpointer's priority");
+    }
+}
+
 /// A connection with the same settings as the pool's (see `SqlStore::connect`).
 fn connect(path: &Path) -> rusqlite::Result<rusqlite::Connection> {
     let conn = rusqlite::Connection::open(path)?;
@@ -370,7 +482,14 @@ fn sync_loop(done: mpsc::Receiver<Durable>, mut sync: impl FnMut() -> std::io::R
         while let Ok(more) = done.try_recv() {
             pass.push(more);
         }
-        let synced = sync().map_err(|e| {
+        let started = std::time::Instant::now();
+        let synced = sync();
+        tracing::debug!(
+            items = pass.len(),
+            duration_us = started.elapsed().as_micros() as u64,
+            "write-ahead log synced"
+        );
+        let synced = synced.map_err(|e| {
             tracing::error!(error = %e, "cannot sync the SQLite write-ahead log");
             e.to_string()
         });
@@ -800,6 +919,39 @@ mod tests {
                 .iter()
                 .all(|a| a.as_ref().is_err_and(|e| e.contains("disk full")))
         );
+    }
+
+    #[test]
+    fn the_checkpointer_runs_at_a_lower_priority() {
+        let dir = tempfile::tempdir().unwrap();
+        let _c = Checkpointer::open(&dir.path().join("db")).unwrap();
+        // The nice value of this process's thread named sqlite-ckpt
+        // (field 19 of its stat), once it has started.
+        let nice = || {
+            std::fs::read_dir("/proc/self/task").unwrap().find_map(|t| {
+                let t = t.unwrap().path();
+                let comm = std::fs::read_to_string(t.join("comm")).unwrap();
+                (comm.trim() == "sqlite-ckpt").then(|| {
+                    let stat = std::fs::read_to_string(t.join("stat")).unwrap();
+                    let after = stat.rsplit_once(')').unwrap().1;
+                    after
+                        .split_whitespace()
+                        .nth(16)
+                        .unwrap()
+                        .parse::<i32>()
+                        .unwrap()
+                })
+            })
+        };
+        let mut seen = None;
+        for _ in 0..100 {
+            seen = nice();
+            if seen == Some(10) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert_eq!(seen, Some(10));
     }
 
     type Answers = Arc<Mutex<Vec<Result<InsertOutcome, String>>>>;
