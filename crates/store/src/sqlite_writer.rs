@@ -476,23 +476,40 @@ impl Committed {
 /// answers it. Meanwhile the writer is already filling the next batch, so
 /// the disk's sync and the next batch's inserts overlap, and the writer
 /// never waits for the disk.
+///
+/// A failed sync fails every later one too, until the process restarts:
+/// after a failed `fsync` the kernel may have dropped the log's unsynced
+/// pages, so a later sync that succeeds would not make those frames (nor
+/// anything after them in the log) durable.
 fn sync_loop(done: mpsc::Receiver<Durable>, mut sync: impl FnMut() -> std::io::Result<()>) {
+    let mut failed: Option<String> = None;
     while let Ok(first) = done.recv() {
         let mut pass = vec![first];
         while let Ok(more) = done.try_recv() {
             pass.push(more);
         }
-        let started = std::time::Instant::now();
-        let synced = sync();
-        tracing::debug!(
-            items = pass.len(),
-            duration_us = started.elapsed().as_micros() as u64,
-            "write-ahead log synced"
-        );
-        let synced = synced.map_err(|e| {
-            tracing::error!(error = %e, "cannot sync the SQLite write-ahead log");
-            e.to_string()
-        });
+        let synced = match &failed {
+            Some(e) => Err(e.clone()),
+            None => {
+                let started = std::time::Instant::now();
+                let synced = sync();
+                tracing::debug!(
+                    items = pass.len(),
+                    duration_us = started.elapsed().as_micros() as u64,
+                    "write-ahead log synced"
+                );
+                synced.map_err(|e| {
+                    tracing::error!(
+                        error = %e,
+                        "cannot sync the SQLite write-ahead log; every sign-up is refused until a restart"
+                    );
+                    failed = Some(format!(
+                        "an earlier sync of the log failed ({e}); restart the server"
+                    ));
+                    e.to_string()
+                })
+            }
+        };
         for d in pass {
             d.answer(synced.as_ref().err().map(String::as_str));
         }
@@ -952,6 +969,45 @@ mod tests {
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
         assert_eq!(seen, Some(10));
+    }
+
+    #[test]
+    fn after_a_failed_sync_every_later_pass_fails_too() {
+        let (tx, rx) = mpsc::channel();
+        let calls = Arc::new(Mutex::new(0));
+        let counted = calls.clone();
+        let syncer = std::thread::spawn(move || {
+            sync_loop(rx, || {
+                *counted.lock().unwrap() += 1;
+                // The disk fails once, then "works" again.
+                if *counted.lock().unwrap() == 1 {
+                    Err(std::io::Error::other("EIO"))
+                } else {
+                    Ok(())
+                }
+            })
+        });
+        let (answers, heard) = mpsc::channel();
+        for _ in 0..2 {
+            let answers = answers.clone();
+            tx.send(Durable::Call(Box::new(move |unsynced| {
+                answers.send(unsynced.map(str::to_string)).unwrap();
+            })))
+            .unwrap();
+            // One pass each: the next is sent once this one is answered.
+            let unsynced = heard.recv().unwrap();
+            assert!(
+                unsynced.as_deref().is_some_and(|e| e.contains("EIO")),
+                "{unsynced:?}"
+            );
+        }
+        drop(tx);
+        syncer.join().unwrap();
+        assert_eq!(
+            *calls.lock().unwrap(),
+            1,
+            "no sync is tried after a failure"
+        );
     }
 
     type Answers = Arc<Mutex<Vec<Result<InsertOutcome, String>>>>;
