@@ -141,8 +141,8 @@ pub trait EngineStore: Send + Sync {
 }
 
 /// The answer to one queued registration, called once its batch is
-/// committed and on disk (or has failed). Runs on the writer's own
-/// thread: keep it short.
+/// committed and on disk (or has failed). Runs on the backend's own thread
+/// (SQLite: the log syncer, which answers a whole pass): keep it short.
 pub type Reply = Box<dyn FnOnce(std::result::Result<InsertOutcome, String>) + Send>;
 /// The current time in milliseconds, for dating a batch.
 pub type NowMs = std::sync::Arc<dyn Fn() -> i64 + Send + Sync>;

@@ -1,7 +1,10 @@
 //! SQLite's hot writer: one OS thread that owns one connection and runs each
 //! batch of sign-ups as one transaction, start to commit, without returning
 //! to the async runtime between statements; the dispatcher's claims and
-//! hand-over records run there too (`SqliteWriter::call`).
+//! hand-over records run there too (`SqliteWriter::call`). A second thread,
+//! the syncer, syncs the write-ahead log for what the writer committed and
+//! only then answers it (`sync_loop`); a third runs the checkpoints at a
+//! lower priority (`Checkpointer`).
 //!
 //! Why: through sqlx every statement is a round trip between the runtime and
 //! the connection's worker thread, and under a launch-day load each of those
