@@ -61,14 +61,24 @@ async fn batches_deduplicate_within_and_across() {
         )
         .await
         .unwrap();
-    assert!(matches!(
-        out[..],
-        [
-            InsertOutcome::Created(_),
-            InsertOutcome::Created(_),
-            InsertOutcome::Duplicate
-        ]
-    ));
+    let [
+        InsertOutcome::Created(first),
+        InsertOutcome::Created(second),
+        InsertOutcome::Duplicate,
+    ] = out[..]
+    else {
+        panic!("expected two created and one duplicate, got {out:?}");
+    };
+    // Each id given back is the row holding that sign-up.
+    for (id, token) in [(first, "c1"), (second, "c2")] {
+        let stored = s
+            .registrant_by_token(TokenPurpose::Confirm, token, 1)
+            .await
+            .unwrap()
+            .expect("the confirmation token finds its registrant");
+        assert_eq!(stored.id, id, "{token}");
+    }
+    assert_ne!(first, second);
     let out = s
         .insert_registrations(vec![registrant("h2", "c4")], 2)
         .await

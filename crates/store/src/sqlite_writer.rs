@@ -53,24 +53,65 @@ pub(crate) fn created_detail(r: &NewRegistrant) -> String {
     format!("{{\"country\":\"{}\"}}", r.country)
 }
 
-/// Binds `values` to `$1…$N` by number. SQLite numbers named parameters in
-/// the order they first appear, so in the shared SQL `$3` written before `$1`
-/// would otherwise take the first value. Each position's name is read from
-/// the statement (no allocation, unlike looking a name up).
-fn bind(stmt: &mut Statement<'_>, values: &[&dyn ToSql]) -> rusqlite::Result<()> {
-    for index in 1..=stmt.parameter_count() {
-        let name = stmt.parameter_name(index);
-        let value = name
-            .and_then(|n| n.strip_prefix('$'))
-            .and_then(|n| n.parse::<usize>().ok())
-            .and_then(|n| n.checked_sub(1))
-            .and_then(|n| values.get(n))
-            .ok_or_else(|| {
-                rusqlite::Error::InvalidParameterName(name.unwrap_or("?").to_string())
-            })?;
-        stmt.raw_bind_parameter(index, value)?;
+/// For each parameter position of `stmt`, which of the `$1…$N` values it
+/// takes. SQLite numbers named parameters in the order they first appear,
+/// so in the shared SQL `$3` written before `$1` would otherwise take the
+/// first value. Read once per statement: a batch binds the same statement
+/// thousands of times.
+fn slots(stmt: &Statement<'_>) -> rusqlite::Result<Vec<usize>> {
+    (1..=stmt.parameter_count())
+        .map(|index| {
+            let name = stmt.parameter_name(index);
+            name.and_then(|n| n.strip_prefix('$'))
+                .and_then(|n| n.parse::<usize>().ok())
+                .and_then(|n| n.checked_sub(1))
+                .ok_or_else(|| {
+                    rusqlite::Error::InvalidParameterName(name.unwrap_or("?").to_string())
+                })
+        })
+        .collect()
+}
+
+/// Binds `values` by the positions [`slots`] read.
+fn bind_slots(
+    stmt: &mut Statement<'_>,
+    slots: &[usize],
+    values: &[&dyn ToSql],
+) -> rusqlite::Result<()> {
+    for (index, slot) in slots.iter().enumerate() {
+        let value = values
+            .get(*slot)
+            .ok_or_else(|| rusqlite::Error::InvalidParameterName(format!("${}", slot + 1)))?;
+        stmt.raw_bind_parameter(index + 1, value)?;
     }
     Ok(())
+}
+
+/// Binds `values` to `$1…$N` by number (see [`slots`]).
+fn bind(stmt: &mut Statement<'_>, values: &[&dyn ToSql]) -> rusqlite::Result<()> {
+    let slots = slots(stmt)?;
+    bind_slots(stmt, &slots, values)
+}
+
+/// A statement run many times in one batch, its parameter positions read
+/// once.
+struct Repeated<'c> {
+    stmt: rusqlite::CachedStatement<'c>,
+    slots: Vec<usize>,
+}
+
+impl<'c> Repeated<'c> {
+    fn prepare(tx: &'c rusqlite::Transaction<'_>, sql: &str) -> rusqlite::Result<Self> {
+        let stmt = tx.prepare_cached(sql)?;
+        let slots = slots(&stmt)?;
+        Ok(Repeated { stmt, slots })
+    }
+
+    /// Runs it once; the number of rows changed.
+    fn execute(&mut self, values: &[&dyn ToSql]) -> rusqlite::Result<usize> {
+        bind_slots(&mut self.stmt, &self.slots, values)?;
+        self.stmt.raw_execute()
+    }
 }
 
 fn execute(stmt: &mut Statement<'_>, values: &[&dyn ToSql]) -> rusqlite::Result<usize> {
@@ -716,87 +757,93 @@ fn insert_refs(
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut outcomes = Vec::with_capacity(batch.len());
     {
-        let mut registrant = tx.prepare_cached(&format!(
-            "INSERT INTO registrants ({REGISTRANT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11, $12, $13, $14, $15) \
-             ON CONFLICT (nid_hash) DO NOTHING RETURNING id"
-        ))?;
-        let mut center = tx.prepare_cached(&format!(
-            "INSERT INTO registrant_centers ({CENTER_COLUMNS}) VALUES ($1, $2)"
-        ))?;
-        let mut slot = tx.prepare_cached(&format!(
-            "INSERT INTO registrant_availability ({SLOT_COLUMNS}) VALUES ($1, $2, $3, $4)"
-        ))?;
-        let mut token = tx.prepare_cached(&format!(
-            "INSERT INTO tokens ({TOKEN_COLUMNS}) VALUES ($1, $2, $3, $4, $5)"
-        ))?;
-        let mut message = tx.prepare_cached(&format!(
-            "INSERT INTO outbox ({OUTBOX_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, 'queued', $8, $8)"
-        ))?;
-        let mut audit = tx.prepare_cached(&format!(
-            "INSERT INTO audit_log ({AUDIT_COLUMNS}) VALUES ($1, 'public', 'registrant.created', 'registrant', $2, $3)"
-        ))?;
+        // No RETURNING: SQLite runs RETURNING as a trigger, which opens a
+        // statement journal copying every page the insert touches. Whether
+        // a row was added is the number of rows changed; its id the last
+        // rowid inserted.
+        let mut registrant = Repeated::prepare(
+            &tx,
+            &format!(
+                "INSERT INTO registrants ({REGISTRANT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $11, $12, $13, $14, $15) \
+                 ON CONFLICT (nid_hash) DO NOTHING"
+            ),
+        )?;
+        let mut center = Repeated::prepare(
+            &tx,
+            &format!("INSERT INTO registrant_centers ({CENTER_COLUMNS}) VALUES ($1, $2)"),
+        )?;
+        let mut slot = Repeated::prepare(
+            &tx,
+            &format!(
+                "INSERT INTO registrant_availability ({SLOT_COLUMNS}) VALUES ($1, $2, $3, $4)"
+            ),
+        )?;
+        let mut token = Repeated::prepare(
+            &tx,
+            &format!("INSERT INTO tokens ({TOKEN_COLUMNS}) VALUES ($1, $2, $3, $4, $5)"),
+        )?;
+        let mut message = Repeated::prepare(
+            &tx,
+            &format!(
+                "INSERT INTO outbox ({OUTBOX_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, 'queued', $8, $8)"
+            ),
+        )?;
+        let mut audit = Repeated::prepare(
+            &tx,
+            &format!(
+                "INSERT INTO audit_log ({AUDIT_COLUMNS}) VALUES ($1, 'public', 'registrant.created', 'registrant', $2, $3)"
+            ),
+        )?;
         for r in batch {
-            let id: Option<i64> = query_one(
-                &mut registrant,
-                &[
-                    &r.nid_hash,
-                    &r.country,
-                    &r.birth_ymd,
-                    &r.title,
-                    &r.first_name,
-                    &r.last_name,
-                    &r.email,
-                    &r.phone,
-                    &r.language,
-                    &registrant_status(r),
-                    &now,
-                    &r.confirmed_at,
-                    &band(today, r.birth_ymd),
-                    &i64::from(r.centers.is_empty()),
-                    &i64::from(r.availability.is_empty()),
-                ],
-                |row| row.get(0),
-            )?;
-            let Some(id) = id else {
+            let added = registrant.execute(&[
+                &r.nid_hash,
+                &r.country,
+                &r.birth_ymd,
+                &r.title,
+                &r.first_name,
+                &r.last_name,
+                &r.email,
+                &r.phone,
+                &r.language,
+                &registrant_status(r),
+                &now,
+                &r.confirmed_at,
+                &band(today, r.birth_ymd),
+                &i64::from(r.centers.is_empty()),
+                &i64::from(r.availability.is_empty()),
+            ])?;
+            if added == 0 {
                 outcomes.push(InsertOutcome::Duplicate);
                 continue;
-            };
+            }
+            let id = tx.last_insert_rowid();
             for c in &r.centers {
-                execute(&mut center, &[&id, &c])?;
+                center.execute(&[&id, &c])?;
             }
             for (day, from, to) in &r.availability {
-                execute(&mut slot, &[&id, &day, &from, &to])?;
+                slot.execute(&[&id, &day, &from, &to])?;
             }
-            execute(
-                &mut token,
-                &[
-                    &r.confirm_hash,
-                    &"confirm",
-                    &id,
-                    &now,
-                    &r.confirm_expires_at,
-                ],
-            )?;
-            execute(
-                &mut token,
-                &[&r.me_hash, &"me", &id, &now, &r.me_expires_at],
-            )?;
+            token.execute(&[
+                &r.confirm_hash,
+                &"confirm",
+                &id,
+                &now,
+                &r.confirm_expires_at,
+            ])?;
+            token.execute(&[&r.me_hash, &"me", &id, &now, &r.me_expires_at])?;
             if let Some(m) = &r.message {
-                execute(
-                    &mut message,
-                    &[
-                        &m.reference,
-                        &m.channel,
-                        &m.kind,
-                        &id,
-                        &m.recipient,
-                        &m.subject,
-                        &m.body,
-                        &now,
-                    ],
-                )?;
+                message.execute(&[
+                    &m.reference,
+                    &m.channel,
+                    &m.kind,
+                    &id,
+                    &m.recipient,
+                    &m.subject,
+                    &m.body,
+                    &now,
+                ])?;
             }
-            execute(&mut audit, &[&now, &id.to_string(), &created_detail(r)])?;
+            audit.execute(&[&now, &id.to_string(), &created_detail(r)])?;
             outcomes.push(InsertOutcome::Created(id));
         }
     }
