@@ -3,13 +3,16 @@
 use crate::config::Config;
 use crate::security::ClientLimiter;
 use crate::services::signup::SignupWriter;
-use standby_domain::Clock;
+use standby_domain::{Clock, Language};
 use standby_store::{CenterRecord, Store};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
 pub type AppState = Arc<App>;
+
+/// A rendered empty sign-up form: its language, the centre list it shows.
+type CachedForm = (Language, Arc<Vec<CenterRecord>>, bytes::Bytes);
 
 pub struct App {
     pub config: Config,
@@ -31,6 +34,8 @@ pub struct App {
     /// The day (YYYYMMDD) the age bands of the queue were last brought up to date.
     pub bands_day: std::sync::atomic::AtomicI64,
     centers: Mutex<Option<(Instant, Arc<Vec<CenterRecord>>)>>,
+    /// The empty sign-up form per language, with the centre list it shows.
+    signup_forms: Mutex<Vec<CachedForm>>,
 }
 
 impl App {
@@ -85,6 +90,7 @@ impl App {
             background,
             bands_day: std::sync::atomic::AtomicI64::new(0),
             centers: Mutex::new(None),
+            signup_forms: Mutex::new(Vec::new()),
         })
     }
 
@@ -98,6 +104,33 @@ impl App {
         let list = Arc::new(self.store.list_centers().await?);
         *self.centers.lock().expect("centres lock") = Some((Instant::now(), list.clone()));
         Ok(list)
+    }
+
+    /// The empty sign-up form in `lang`: the page every visitor loads first,
+    /// the same for all until the centres change, so on launch day it is
+    /// rendered once per language and centre list instead of per visit.
+    pub fn signup_form<E>(
+        &self,
+        lang: Language,
+        centers: &Arc<Vec<CenterRecord>>,
+        render: impl FnOnce() -> Result<String, E>,
+    ) -> Result<bytes::Bytes, E> {
+        let cached = self
+            .signup_forms
+            .lock()
+            .expect("form cache lock")
+            .iter()
+            .find(|(l, c, _)| *l == lang && Arc::ptr_eq(c, centers))
+            .map(|(_, _, page)| page.clone());
+        if let Some(page) = cached {
+            return Ok(page);
+        }
+        let page = bytes::Bytes::from(render()?);
+        let mut forms = self.signup_forms.lock().expect("form cache lock");
+        // Other languages' pages stay if they show the same centre list.
+        forms.retain(|(l, c, _)| *l != lang && Arc::ptr_eq(c, centers));
+        forms.push((lang, centers.clone(), page.clone()));
+        Ok(page)
     }
 
     pub fn forget_centers(&self) {

@@ -179,6 +179,17 @@ async fn signup_page(
     form: Option<&FormBody>,
     errors: Vec<(String, String)>,
 ) -> Result<SignupPage, AppError> {
+    let centers = state.centers().await?;
+    Ok(signup_page_with(state, lang, form, errors, &centers))
+}
+
+fn signup_page_with(
+    state: &AppState,
+    lang: Language,
+    form: Option<&FormBody>,
+    errors: Vec<(String, String)>,
+    centers: &[standby_store::CenterRecord],
+) -> SignupPage {
     let tr = Tr(lang);
     let mut values: HashMap<String, String> = form
         .map(|f| f.0.iter().cloned().collect())
@@ -221,9 +232,7 @@ async fn signup_page(
         field("phone", "tel", "tel", "tel", false, "hint.phone"),
     ];
     let chosen: Vec<String> = form.map(|f| f.all("centers")).unwrap_or_default();
-    let centers = state
-        .centers()
-        .await?
+    let centers = centers
         .iter()
         .map(|c| CenterOption {
             id: c.id,
@@ -231,7 +240,7 @@ async fn signup_page(
             checked: chosen.contains(&c.id.to_string()),
         })
         .collect();
-    Ok(SignupPage {
+    SignupPage {
         t: tr,
         countries: ["BE", "LU"]
             .iter()
@@ -254,14 +263,21 @@ async fn signup_page(
         values,
         error_map,
         errors,
-    })
+    }
 }
 
 pub async fn signup_form(State(state): State<AppState>, Lang(lang): Lang) -> PageResult {
-    let page = signup_page(&state, lang, None, Vec::new())
+    let centers = state
+        .centers()
         .await
-        .map_err(|e| PageError(e, lang))?;
-    Ok(render(StatusCode::OK, &page))
+        .map_err(|e| PageError(e.into(), lang))?;
+    let page = state.signup_form(lang, &centers, || {
+        let page = signup_page_with(&state, lang, None, Vec::new(), &centers);
+        page.render()
+            .map_err(|e| AppError::Internal(anyhow::anyhow!("template failed: {e}")))
+    });
+    let page = page.map_err(|e| PageError(e, lang))?;
+    Ok((StatusCode::OK, Html(page)).into_response())
 }
 
 #[derive(Template)]

@@ -599,3 +599,40 @@ async fn staff_pages_need_a_session_and_a_csrf_token_and_speak_four_languages() 
         .unwrap();
     assert_eq!(r.status(), 303);
 }
+
+#[tokio::test]
+async fn the_sign_up_form_shows_a_new_centre_at_once_in_every_language() {
+    let app = spawn_app().await;
+    let w = world(&app, 0).await;
+    let form = |lang: &'static str| {
+        let app = &app;
+        async move {
+            let page = app
+                .client
+                .get(app.url(&format!("/?lang={lang}")))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(page.status(), 200);
+            page.text().await.unwrap()
+        }
+    };
+    // Loaded twice in each language (the second from the cache), before.
+    for lang in ["en", "fr", "en", "fr"] {
+        assert!(!form(lang).await.contains("Centre Nouveau"), "{lang}");
+    }
+    let (s, _) = call(
+        &app,
+        Method::POST,
+        "/api/v1/centers",
+        &w.admin,
+        Some(json!({"name": "Centre Nouveau", "address": "Rue 1", "postal_code": "1000", "time_zone": "Europe/Brussels"})),
+    )
+    .await;
+    assert_eq!(s, 201);
+    for lang in ["en", "fr", "nl", "de"] {
+        let html = form(lang).await;
+        assert!(html.contains("Centre Nouveau (Rue 1)"), "{lang}");
+        assert!(html.contains(&format!("lang=\"{lang}\"")), "{lang}");
+    }
+}
