@@ -198,6 +198,46 @@ async fn claims_are_leases_and_stale_workers_change_nothing() {
 }
 
 #[tokio::test]
+async fn a_claim_takes_lapsed_leases_first_then_the_oldest_queued_up_to_its_limit() {
+    let (s, _t) = store().await;
+    for (reference, at) in [("old1", 100), ("old2", 101)] {
+        s.enqueue_message(&message(reference), at).await.unwrap();
+    }
+    let a = s.claim_messages("email", "A", 200, 1_000, 2).await.unwrap();
+    assert_eq!(a.len(), 2);
+    // Queued later, in an order that differs from their due times' order.
+    for (reference, at) in [("q3", 400), ("q1", 300), ("q2", 350)] {
+        s.enqueue_message(&message(reference), at).await.unwrap();
+    }
+    // A's lease ran out at 1,200: both lapsed messages come first, then one
+    // queued message, the oldest, and no more than asked for.
+    let b = s
+        .claim_messages("email", "B", 1_500, 1_000, 3)
+        .await
+        .unwrap();
+    let mut got: Vec<_> = b.iter().map(|m| m.reference.as_str()).collect();
+    got.sort_unstable();
+    assert_eq!(got, ["old1", "old2", "q1"]);
+    assert!(
+        b.iter()
+            .all(|m| m.attempts == if m.reference == "q1" { 1 } else { 2 })
+    );
+    let c = s
+        .claim_messages("email", "C", 1_500, 1_000, 5)
+        .await
+        .unwrap();
+    let got: Vec<_> = c.iter().map(|m| m.reference.as_str()).collect();
+    assert_eq!(got, ["q3", "q2"], "the rest, in the order they were stored");
+    assert!(
+        s.claim_messages("email", "D", 1_500, 1_000, 5)
+            .await
+            .unwrap()
+            .is_empty(),
+        "everything is leased"
+    );
+}
+
+#[tokio::test]
 async fn withdrawal_erases_and_unsent_messages_are_withdrawn() {
     let (s, _t) = store().await;
     let out = s

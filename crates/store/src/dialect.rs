@@ -44,14 +44,15 @@ impl std::ops::DerefMut for SqliteWrite {
 pub(crate) trait Dialect {
     type Db: sqlx::Database;
     type Write;
-    /// Claims due messages of one channel for one worker.
-    const CLAIM_MESSAGES: &'static str;
+    /// Claims due messages of one channel for one worker: first those
+    /// whose earlier claim lapsed, then queued ones (see [`claim_sql!`]).
+    const CLAIM_MESSAGES: [&'static str; 2];
     /// Reads an offer and keeps other processes off it until commit.
     const LOCK_OFFER: &'static str;
     fn lock_offer_sql(&self) -> &'static str {
         Self::LOCK_OFFER
     }
-    fn claim_sql(&self) -> &'static str {
+    fn claim_sql(&self) -> [&'static str; 2] {
         Self::CLAIM_MESSAGES
     }
     /// Begins a transaction that will write. SQLite takes the write lock at
@@ -62,13 +63,24 @@ pub(crate) trait Dialect {
     async fn write_slot(&self) -> Option<OwnedMutexGuard<()>>;
 }
 
+/// Two statements, each claiming in the order of an index, so a claim reads
+/// only the rows it takes: one `OR` over both kinds made SQLite (and
+/// PostgreSQL) read and sort every due message for each claim, which with a
+/// launch-day backlog of 100,000 queued e-mails took ~20 ms on the writer
+/// thread, every few tenths of a second. `$5` is what is still wanted.
 macro_rules! claim_sql {
     ($lock:literal) => {
+        [
+            claim_sql!("status = 'sending' AND claimed_until < $4", $lock),
+            claim_sql!("status = 'queued' AND next_attempt_at <= $4", $lock),
+        ]
+    };
+    ($which:literal, $lock:literal) => {
         concat!(
             "UPDATE outbox SET status = 'sending', claimed_by = $1, claimed_until = $2, attempts = attempts + 1 ",
             "WHERE id IN (SELECT id FROM outbox WHERE channel = $3 AND ",
-            "((status = 'queued' AND next_attempt_at <= $4) OR (status = 'sending' AND claimed_until < $4)) ",
-            "ORDER BY next_attempt_at, id LIMIT $5 ",
+            $which,
+            " ORDER BY next_attempt_at, id LIMIT $5 ",
             $lock,
             ") RETURNING id, reference, channel, kind, recipient, subject, body, attempts"
         )
@@ -78,7 +90,7 @@ macro_rules! claim_sql {
 impl Dialect for SqlitePool {
     type Db = Sqlite;
     type Write = SqliteWrite;
-    const CLAIM_MESSAGES: &'static str = claim_sql!("");
+    const CLAIM_MESSAGES: [&'static str; 2] = claim_sql!("");
     // BEGIN IMMEDIATE already holds the database's one write lock.
     const LOCK_OFFER: &'static str =
         "SELECT status, doses, booked, center_id, response_ms FROM offers WHERE id = $1";
@@ -95,7 +107,7 @@ impl Dialect for SqlitePool {
 impl Dialect for PgPool {
     type Db = Postgres;
     type Write = Transaction<'static, Postgres>;
-    const CLAIM_MESSAGES: &'static str = claim_sql!("FOR UPDATE SKIP LOCKED");
+    const CLAIM_MESSAGES: [&'static str; 2] = claim_sql!("FOR UPDATE SKIP LOCKED");
     const LOCK_OFFER: &'static str =
         "SELECT status, doses, booked, center_id, response_ms FROM offers WHERE id = $1 FOR UPDATE";
     async fn begin_write(&self) -> Result<Transaction<'static, Postgres>, sqlx::Error> {

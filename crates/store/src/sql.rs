@@ -872,11 +872,11 @@ impl Store for SqlStore {
     ) -> Result<Vec<OutboxMessage>> {
         if let Some(writer) = &self.sqlite_writer {
             let (channel, worker) = (channel.to_string(), worker.to_string());
-            let sql = <SqlitePool as crate::dialect::Dialect>::CLAIM_MESSAGES;
+            let sqls = <SqlitePool as crate::dialect::Dialect>::CLAIM_MESSAGES;
             return writer
                 .call(move |conn| {
                     crate::sqlite_writer::claim_messages(
-                        conn, sql, &channel, &worker, now, lease_ms, limit,
+                        conn, sqls, &channel, &worker, now, lease_ms, limit,
                     )
                 })
                 .await
@@ -885,20 +885,26 @@ impl Store for SqlStore {
         on_db!(self, |p| {
             // One statement, atomic on its own: no transaction round trips
             // while holding SQLite's writer slot.
-            let slot = p.write_slot().await;
-            let rows = sqlx::query(p.claim_sql())
-                .bind(worker)
-                .bind(now + lease_ms)
-                .bind(channel)
-                .bind(now)
-                .bind(limit)
-                .fetch_all(p)
-                .await?;
-            drop(slot);
-            let mut out = rows
-                .iter()
-                .map(outbox_from_row)
-                .collect::<Result<Vec<_>>>()?;
+            let mut out = Vec::new();
+            for sql in p.claim_sql() {
+                let wanted = limit - out.len() as i64;
+                if wanted <= 0 {
+                    break;
+                }
+                let slot = p.write_slot().await;
+                let rows = sqlx::query(sql)
+                    .bind(worker)
+                    .bind(now + lease_ms)
+                    .bind(channel)
+                    .bind(now)
+                    .bind(wanted)
+                    .fetch_all(p)
+                    .await?;
+                drop(slot);
+                for row in &rows {
+                    out.push(outbox_from_row(row)?);
+                }
+            }
             out.sort_by_key(|m| m.id);
             Ok(out)
         })

@@ -659,33 +659,42 @@ fn writer_slot() -> tokio::sync::OwnedMutexGuard<()> {
 /// Claims due messages of one channel (see `Store::claim_messages`).
 pub(crate) fn claim_messages(
     conn: &mut rusqlite::Connection,
-    sql: &str,
+    sqls: [&str; 2],
     channel: &str,
     worker: &str,
     now: i64,
     lease_ms: i64,
     limit: i64,
 ) -> rusqlite::Result<Vec<crate::records::OutboxMessage>> {
-    let mut stmt = conn.prepare_cached(sql)?;
-    bind(
-        &mut stmt,
-        &[&worker, &(now + lease_ms), &channel, &now, &limit],
-    )?;
-    let rows = stmt.raw_query().mapped(|row| {
-        Ok(crate::records::OutboxMessage {
-            id: row.get("id")?,
-            reference: row.get("reference")?,
-            channel: row.get("channel")?,
-            kind: row.get("kind")?,
-            recipient: row
-                .get::<_, Option<String>>("recipient")?
-                .unwrap_or_default(),
-            subject: row.get("subject")?,
-            body: row.get::<_, Option<String>>("body")?.unwrap_or_default(),
-            attempts: row.get("attempts")?,
-        })
-    });
-    let mut out = rows.collect::<rusqlite::Result<Vec<_>>>()?;
+    let mut out = Vec::new();
+    for sql in sqls {
+        let wanted = limit - out.len() as i64;
+        if wanted <= 0 {
+            break;
+        }
+        let mut stmt = conn.prepare_cached(sql)?;
+        bind(
+            &mut stmt,
+            &[&worker, &(now + lease_ms), &channel, &now, &wanted],
+        )?;
+        let rows = stmt.raw_query().mapped(|row| {
+            Ok(crate::records::OutboxMessage {
+                id: row.get("id")?,
+                reference: row.get("reference")?,
+                channel: row.get("channel")?,
+                kind: row.get("kind")?,
+                recipient: row
+                    .get::<_, Option<String>>("recipient")?
+                    .unwrap_or_default(),
+                subject: row.get("subject")?,
+                body: row.get::<_, Option<String>>("body")?.unwrap_or_default(),
+                attempts: row.get("attempts")?,
+            })
+        });
+        for message in rows {
+            out.push(message?);
+        }
+    }
     out.sort_by_key(|m| m.id);
     Ok(out)
 }
