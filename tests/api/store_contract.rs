@@ -235,6 +235,11 @@ async fn a_claim_takes_lapsed_leases_first_then_the_oldest_queued_up_to_its_limi
             .is_empty(),
         "everything is leased"
     );
+    // Nothing queued: the next thing due is the end of the leases.
+    assert_eq!(s.next_message_due("email").await.unwrap(), Some(2_500));
+    assert_eq!(s.next_message_due("sms").await.unwrap(), None);
+    s.enqueue_message(&message("q4"), 2_000).await.unwrap();
+    assert_eq!(s.next_message_due("email").await.unwrap(), Some(2_000));
 }
 
 #[tokio::test]

@@ -1003,9 +1003,15 @@ impl Store for SqlStore {
 
     async fn next_message_due(&self, channel: &str) -> Result<Option<i64>> {
         on_db!(self, |p| {
+            // Each kind's earliest from the index: one MIN over both read
+            // every queued message, and the dispatcher asks each time it
+            // finds nothing due (a backlog of retries waiting out an
+            // outage, woken by every sign-up batch).
             let at: Option<i64> = sqlx::query_scalar(
-                "SELECT MIN(CASE WHEN status = 'queued' THEN next_attempt_at ELSE claimed_until END) FROM outbox \
-                 WHERE channel = $1 AND status IN ('queued', 'sending')",
+                "SELECT MIN(at) FROM (\
+                 SELECT MIN(next_attempt_at) AS at FROM outbox WHERE status = 'queued' AND channel = $1 \
+                 UNION ALL \
+                 SELECT MIN(claimed_until) AS at FROM outbox WHERE status = 'sending' AND channel = $1) AS due",
             )
             .bind(channel)
             .fetch_one(p)
