@@ -243,6 +243,42 @@ async fn a_claim_takes_lapsed_leases_first_then_the_oldest_queued_up_to_its_limi
 }
 
 #[tokio::test]
+async fn concurrent_batches_repeating_each_others_ids_do_not_deadlock() {
+    // PostgreSQL's writers commit batches side by side; two that hold the
+    // same national IDs in different orders each waited for the other's
+    // pending index entry (a deadlock, answered 500).
+    let (s, _t) = store().await;
+    let s = std::sync::Arc::new(s);
+    for round in 0..5 {
+        let batch = |reverse: bool, side: &str| {
+            let mut ids: Vec<usize> = (0..200).collect();
+            if reverse {
+                ids.reverse();
+            }
+            ids.into_iter()
+                .map(|i| registrant(&format!("r{round}-h{i:03}"), &format!("r{round}-{side}{i}")))
+                .collect::<Vec<_>>()
+        };
+        let (a, b) = (batch(false, "a"), batch(true, "b"));
+        let (sa, sb) = (s.clone(), s.clone());
+        let (ra, rb) = tokio::join!(
+            tokio::spawn(async move { sa.insert_registrations(a, 1).await }),
+            tokio::spawn(async move { sb.insert_registrations(b, 1).await })
+        );
+        let (ra, rb) = (ra.unwrap().unwrap(), rb.unwrap().unwrap());
+        // Each ID was created by exactly one of the two batches.
+        for i in 0..200 {
+            let created = [ra[i], rb[199 - i]]
+                .iter()
+                .filter(|o| matches!(o, InsertOutcome::Created(_)))
+                .count();
+            assert_eq!(created, 1, "round {round}, ID {i}");
+        }
+    }
+    assert_eq!(s.stats().await.unwrap().registered, 1_000);
+}
+
+#[tokio::test]
 async fn withdrawal_erases_and_unsent_messages_are_withdrawn() {
     let (s, _t) = store().await;
     let out = s

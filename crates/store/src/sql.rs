@@ -352,6 +352,11 @@ impl Store for SqlStore {
                 unique.push(i);
             }
         }
+        // Stored in the order of the unique key, so that batches committed
+        // side by side (PostgreSQL's writers) take their index entries in one
+        // order and never wait for each other in a circle (a deadlock) when
+        // they hold the same national IDs.
+        unique.sort_unstable_by(|&a, &b| batch[a].nid_hash.cmp(&batch[b].nid_hash));
         on_db!(self, |p| {
             let t0 = std::time::Instant::now();
             let mut tx = p.begin_write().await?;
