@@ -888,7 +888,7 @@ impl Store for SqlStore {
                 .map_err(StoreError::Writer);
         }
         on_db!(self, |p| {
-            // One statement, atomic on its own: no transaction round trips
+            // Each statement atomic on its own: no transaction round trips
             // while holding SQLite's writer slot.
             let mut out = Vec::new();
             for sql in p.claim_sql() {
