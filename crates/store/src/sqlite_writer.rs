@@ -107,6 +107,19 @@ impl<'c> Repeated<'c> {
         Ok(Repeated { stmt, slots })
     }
 
+    /// `INSERT INTO table (columns) VALUES (values)`.
+    fn insert(
+        tx: &'c rusqlite::Transaction<'_>,
+        table: &str,
+        columns: &str,
+        values: &str,
+    ) -> rusqlite::Result<Self> {
+        Self::prepare(
+            tx,
+            &format!("INSERT INTO {table} ({columns}) VALUES ({values})"),
+        )
+    }
+
     /// Runs it once; the number of rows changed.
     fn execute(&mut self, values: &[&dyn ToSql]) -> rusqlite::Result<usize> {
         bind_slots(&mut self.stmt, &self.slots, values)?;
@@ -777,31 +790,25 @@ fn insert_refs(
                  ON CONFLICT (nid_hash) DO NOTHING"
             ),
         )?;
-        let mut center = Repeated::prepare(
+        let mut center = Repeated::insert(&tx, "registrant_centers", CENTER_COLUMNS, "$1, $2")?;
+        let mut slot = Repeated::insert(
             &tx,
-            &format!("INSERT INTO registrant_centers ({CENTER_COLUMNS}) VALUES ($1, $2)"),
+            "registrant_availability",
+            SLOT_COLUMNS,
+            "$1, $2, $3, $4",
         )?;
-        let mut slot = Repeated::prepare(
+        let mut token = Repeated::insert(&tx, "tokens", TOKEN_COLUMNS, "$1, $2, $3, $4, $5")?;
+        let mut message = Repeated::insert(
             &tx,
-            &format!(
-                "INSERT INTO registrant_availability ({SLOT_COLUMNS}) VALUES ($1, $2, $3, $4)"
-            ),
+            "outbox",
+            OUTBOX_COLUMNS,
+            "$1, $2, $3, $4, $5, $6, $7, 'queued', $8, $8",
         )?;
-        let mut token = Repeated::prepare(
+        let mut audit = Repeated::insert(
             &tx,
-            &format!("INSERT INTO tokens ({TOKEN_COLUMNS}) VALUES ($1, $2, $3, $4, $5)"),
-        )?;
-        let mut message = Repeated::prepare(
-            &tx,
-            &format!(
-                "INSERT INTO outbox ({OUTBOX_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, 'queued', $8, $8)"
-            ),
-        )?;
-        let mut audit = Repeated::prepare(
-            &tx,
-            &format!(
-                "INSERT INTO audit_log ({AUDIT_COLUMNS}) VALUES ($1, 'public', 'registrant.created', 'registrant', $2, $3)"
-            ),
+            "audit_log",
+            AUDIT_COLUMNS,
+            "$1, 'public', 'registrant.created', 'registrant', $2, $3",
         )?;
         for r in batch {
             let added = registrant.execute(&[
