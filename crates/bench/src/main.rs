@@ -77,7 +77,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
     let (cmd, args) = args();
-    // --threads N: the load generator's threads (default: one per core).
+    // --threads N: the load generator's event loops (default one; see
+    // `signup::default_threads`).
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     if let Some(n) = args.get("threads").and_then(|n| n.parse().ok()) {
         builder.worker_threads(n);
