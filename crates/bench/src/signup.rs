@@ -32,9 +32,10 @@ impl Tally {
 
 /// One event loop by default, whatever the cores: the generator shares the
 /// machine with the server it measures, and a second loop only takes CPU
-/// from it (on 2 cores, 4 interleaved pairs each: one loop used 1.4-1.5 s of
+/// from it (on 2 cores, 3 interleaved pairs: one loop used 1.4-1.5 s of
 /// CPU per 100,000 sign-ups against 1.6-1.8 s, and the server answered
-/// faster; Debian's wrk agreed, -t1 against -t2). `--threads N` for more.
+/// faster in each; Debian's wrk agreed, -t1 against -t2). `--threads N`
+/// for more.
 fn default_threads() -> u64 {
     1
 }
