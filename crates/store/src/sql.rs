@@ -66,17 +66,16 @@ impl SqlStore {
                 .connect_with(opts)
                 .await?;
             let (sqlite_writer, checkpointer) = match sqlite_file(url) {
-                Some(path) => {
-                    let writer = crate::sqlite_writer::SqliteWriter::open(&path)
-                        .map_err(|e| StoreError::Writer(e.to_string()))?;
-                    let checkpointer =
-                        crate::sqlite_writer::Checkpointer::open(&path, writer.busy())
-                            .map_err(|e| StoreError::Writer(e.to_string()))?;
-                    (
-                        Some(std::sync::Arc::new(writer)),
-                        Some(std::sync::Arc::new(checkpointer)),
-                    )
-                }
+                Some(path) => (
+                    Some(std::sync::Arc::new(
+                        crate::sqlite_writer::SqliteWriter::open(&path)
+                            .map_err(|e| StoreError::Writer(e.to_string()))?,
+                    )),
+                    Some(std::sync::Arc::new(
+                        crate::sqlite_writer::Checkpointer::open(&path)
+                            .map_err(|e| StoreError::Writer(e.to_string()))?,
+                    )),
+                ),
                 None => (None, None),
             };
             Ok(Self {

@@ -177,12 +177,7 @@ struct Direct {
 pub(crate) struct SqliteWriter {
     jobs: mpsc::Sender<Job>,
     direct: std::sync::Arc<std::sync::Mutex<Option<std::sync::Arc<Direct>>>>,
-    busy: Busy,
 }
-
-/// Nanoseconds the writer thread has spent working (not waiting for work)
-/// since it started: how much of its time a surge takes.
-pub(crate) type Busy = std::sync::Arc<std::sync::atomic::AtomicU64>;
 
 impl SqliteWriter {
     pub(crate) fn open(path: &Path) -> Result<Self, String> {
@@ -201,22 +196,11 @@ impl SqliteWriter {
                 sync_loop(to_sync, || sync_log(&wal, &mut log))
             })
             .map_err(|e| format!("cannot start the sign-up syncer: {e}"))?;
-        let busy = Busy::default();
-        let working = busy.clone();
         std::thread::Builder::new()
             .name("sqlite-signups".into())
-            .spawn(move || run(conn, rx, seen, synced, working))
+            .spawn(move || run(conn, rx, seen, synced))
             .map_err(|e| format!("cannot start the sign-up writer: {e}"))?;
-        Ok(SqliteWriter {
-            jobs: tx,
-            direct,
-            busy,
-        })
-    }
-
-    /// The writer thread's working time so far (see [`Busy`]).
-    pub(crate) fn busy(&self) -> Busy {
-        self.busy.clone()
+        Ok(SqliteWriter { jobs: tx, direct })
     }
 
     /// Lets callers hand sign-ups straight to the thread (`push`). `now`
@@ -287,25 +271,16 @@ impl crate::RegistrationQueue for SqliteWriter {
 /// leave, not compete with the writer and the web workers for it.
 pub(crate) struct Checkpointer {
     jobs: mpsc::Sender<Work>,
-    /// The writer's working time, and what it was at the last round.
-    writer_busy: Busy,
-    last_round: std::sync::Mutex<(std::time::Instant, u64)>,
     /// The log's length and copied part after the last pass: while they
     /// stay the same there is nothing new to sync.
     seen: std::sync::Arc<std::sync::Mutex<(i64, i64)>>,
 }
 
-/// Below this share of its time working, the writer has room to absorb
-/// the database file's syncs after each checkpoint pass (see
-/// `checkpoint_round`); above it, it is saturated and they are left for the
-/// next start-over of the log.
-const WRITER_QUIET: f64 = 0.85;
-
 /// A piece of work for a connection's own thread.
 type Work = Box<dyn FnOnce(&mut rusqlite::Connection) + Send>;
 
 impl Checkpointer {
-    pub(crate) fn open(path: &Path, writer_busy: Busy) -> Result<Self, String> {
+    pub(crate) fn open(path: &Path) -> Result<Self, String> {
         let mut conn = rusqlite::Connection::open(path).map_err(|e| e.to_string())?;
         conn.busy_timeout(std::time::Duration::from_secs(30))
             .map_err(|e| e.to_string())?;
@@ -321,26 +296,10 @@ impl Checkpointer {
                 }
             })
             .map_err(|e| format!("cannot start the checkpointer: {e}"))?;
-        let last_round = std::sync::Mutex::new((
-            std::time::Instant::now(),
-            writer_busy.load(std::sync::atomic::Ordering::Relaxed),
-        ));
         Ok(Checkpointer {
             jobs: tx,
-            writer_busy,
-            last_round,
             seen: Default::default(),
         })
-    }
-
-    /// The share of its time the writer spent working since the last round.
-    fn writer_share(&self) -> f64 {
-        let now = std::time::Instant::now();
-        let busy = self.writer_busy.load(std::sync::atomic::Ordering::Relaxed);
-        let mut last = self.last_round.lock().unwrap_or_else(|e| e.into_inner());
-        let (then, was) = std::mem::replace(&mut *last, (now, busy));
-        let wall = now.duration_since(then).as_nanos().max(1) as f64;
-        busy.saturating_sub(was) as f64 / wall
     }
 
     /// Passive checkpoints, repeated while each still finds much new in the
@@ -348,7 +307,6 @@ impl Checkpointer {
     /// it is close behind, one last pass holding this process's writer slot
     /// so it reaches the end and the next commit starts the log over.
     pub(crate) async fn checkpoint(&self, restart_frames: i64, tail: i64) -> Result<(), String> {
-        let writer_share = self.writer_share();
         let seen = self.seen.clone();
         let (reply, answer) = oneshot::channel();
         let job = Box::new(move |conn: &mut rusqlite::Connection| {
@@ -356,7 +314,6 @@ impl Checkpointer {
                 conn,
                 restart_frames,
                 tail,
-                writer_share,
                 &mut seen.lock().unwrap_or_else(|e| e.into_inner()),
                 &mut sync_database_file,
             ));
@@ -375,12 +332,10 @@ fn checkpoint_round(
     conn: &mut rusqlite::Connection,
     restart_frames: i64,
     tail: i64,
-    writer_share: f64,
     seen: &mut (i64, i64),
     sync_database: &mut dyn FnMut(&rusqlite::Connection) -> rusqlite::Result<()>,
 ) -> rusqlite::Result<()> {
     let started = std::time::Instant::now();
-    let sync_each = writer_share < WRITER_QUIET;
     // A pass: the log's length and how much of it is now copied.
     let pass = |conn: &rusqlite::Connection| -> rusqlite::Result<(i64, i64)> {
         conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
@@ -401,10 +356,10 @@ fn checkpoint_round(
         // the log, which a steady stream of sign-ups never lets it do: the
         // copied pages wait in memory until the log is started over, whose
         // last pass then syncs them all while every sign-up is held back
-        // (35-150 ms at 20,000 sign-ups a second). While the writer has
-        // room, each pass's pages are synced right after it instead, a
-        // second's worth at a time, on this low-priority thread.
-        if sync_each && copied > 0 && (frames, copied) != *seen {
+        // (28-83 ms at 20,000 sign-ups a second). So each pass's pages are
+        // synced right after it, a second's worth at a time, on this
+        // low-priority thread, and that last pass syncs only its own.
+        if copied > 0 && (frames, copied) != *seen {
             sync_database(conn)?;
         }
         *seen = (frames, copied);
@@ -415,7 +370,6 @@ fn checkpoint_round(
     tracing::debug!(
         frames,
         passes,
-        writer_share,
         duration_us = started.elapsed().as_micros() as u64,
         "write-ahead log checkpoint"
     );
@@ -511,7 +465,6 @@ fn run(
     jobs: mpsc::Receiver<Job>,
     direct: std::sync::Arc<std::sync::Mutex<Option<std::sync::Arc<Direct>>>>,
     synced: mpsc::Sender<Durable>,
-    busy: Busy,
 ) {
     let mut later: std::collections::VecDeque<Call> = std::collections::VecDeque::new();
     let mut batch: Vec<(NewRegistrant, crate::Reply)> = Vec::with_capacity(MAX_BATCH);
@@ -523,7 +476,6 @@ fn run(
                 Err(_) => return,
             },
         };
-        let working = std::time::Instant::now();
         match job {
             Job::Call(call) => {
                 if let Some(answer) = run_call(&mut conn, call) {
@@ -546,10 +498,6 @@ fn run(
                 to_syncer(&synced, Durable::Batch(done));
             }
         }
-        busy.fetch_add(
-            working.elapsed().as_nanos() as u64,
-            std::sync::atomic::Ordering::Relaxed,
-        );
     }
 }
 
@@ -1143,7 +1091,7 @@ mod tests {
     }
 
     #[test]
-    fn with_a_quiet_writer_each_pass_that_copied_pages_syncs_the_database_file() {
+    fn each_pass_that_copied_pages_syncs_the_database_file() {
         let dir = tempfile::tempdir().unwrap();
         let (writer, mut ckpt) = logged_database(&dir, 200);
         let mut seen = (0, 0);
@@ -1152,41 +1100,16 @@ mod tests {
             syncs.set(syncs.get() + 1);
             Ok(())
         };
-        checkpoint_round(&mut ckpt, i64::MAX, 1024, 0.1, &mut seen, &mut count).unwrap();
+        checkpoint_round(&mut ckpt, i64::MAX, 1024, &mut seen, &mut count).unwrap();
         assert_eq!(syncs.get(), 1, "one pass copied the log: one sync after it");
         // Nothing new in the log: nothing copied, nothing to sync.
-        checkpoint_round(&mut ckpt, i64::MAX, 1024, 0.1, &mut seen, &mut count).unwrap();
+        checkpoint_round(&mut ckpt, i64::MAX, 1024, &mut seen, &mut count).unwrap();
         assert_eq!(syncs.get(), 1);
         writer
             .execute("INSERT INTO t (v) VALUES ('more')", [])
             .unwrap();
-        checkpoint_round(&mut ckpt, i64::MAX, 1024, 0.1, &mut seen, &mut count).unwrap();
+        checkpoint_round(&mut ckpt, i64::MAX, 1024, &mut seen, &mut count).unwrap();
         assert_eq!(syncs.get(), 2);
-    }
-
-    #[test]
-    fn with_a_saturated_writer_the_passes_leave_the_sync_for_later() {
-        let dir = tempfile::tempdir().unwrap();
-        let (_writer, mut ckpt) = logged_database(&dir, 200);
-        let syncs = std::cell::Cell::new(0);
-        let mut count = |_: &rusqlite::Connection| -> rusqlite::Result<()> {
-            syncs.set(syncs.get() + 1);
-            Ok(())
-        };
-        checkpoint_round(
-            &mut ckpt,
-            i64::MAX,
-            1024,
-            WRITER_QUIET,
-            &mut (0, 0),
-            &mut count,
-        )
-        .unwrap();
-        assert_eq!(syncs.get(), 0);
-        let copied: i64 = ckpt
-            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get(2))
-            .unwrap();
-        assert!(copied > 0, "the pass still copied the log");
     }
 
     #[test]
@@ -1199,8 +1122,8 @@ mod tests {
                 Some("disk gone".into()),
             ))
         };
-        let err = checkpoint_round(&mut ckpt, i64::MAX, 1024, 0.0, &mut (0, 0), &mut failing)
-            .unwrap_err();
+        let err =
+            checkpoint_round(&mut ckpt, i64::MAX, 1024, &mut (0, 0), &mut failing).unwrap_err();
         assert!(err.to_string().contains("disk gone"), "{err}");
     }
 
@@ -1214,39 +1137,9 @@ mod tests {
     }
 
     #[test]
-    fn the_writer_share_is_its_working_time_over_the_time_since_the_last_round() {
-        let dir = tempfile::tempdir().unwrap();
-        let busy = Busy::default();
-        let c = Checkpointer::open(&dir.path().join("db"), busy.clone()).unwrap();
-        assert!(c.writer_share() < 0.01, "idle since it opened");
-        // Ten seconds of work reported within a few milliseconds.
-        busy.fetch_add(10_000_000_000, std::sync::atomic::Ordering::Relaxed);
-        assert!(c.writer_share() > 1.0);
-        assert!(c.writer_share() < 0.01, "none since the last round");
-    }
-
-    #[test]
-    fn the_writer_counts_its_working_time() {
-        let dir = tempfile::tempdir().unwrap();
-        let w = SqliteWriter::open(&dir.path().join("db")).unwrap();
-        let busy = w.busy();
-        assert_eq!(busy.load(std::sync::atomic::Ordering::Relaxed), 0);
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .unwrap();
-        rt.block_on(w.call(|conn| {
-            std::thread::sleep(std::time::Duration::from_millis(20));
-            conn.execute_batch("CREATE TABLE t (x INTEGER)")
-        }))
-        .unwrap();
-        let worked = busy.load(std::sync::atomic::Ordering::Relaxed);
-        assert!(worked >= 20_000_000, "{worked} ns");
-    }
-
-    #[test]
     fn the_checkpointer_runs_at_a_lower_priority() {
         let dir = tempfile::tempdir().unwrap();
-        let _c = Checkpointer::open(&dir.path().join("db"), Busy::default()).unwrap();
+        let _c = Checkpointer::open(&dir.path().join("db")).unwrap();
         // The nice value of this process's thread named sqlite-ckpt
         // (field 19 of its stat), once it has started.
         let nice = || {
