@@ -357,7 +357,7 @@ fn checkpoint_round(
         // copied pages wait in memory until the log is started over, whose
         // last pass then syncs them all while every sign-up is held back
         // (28-83 ms at 20,000 sign-ups a second). So each pass's pages are
-        // synced right after it, a second's worth at a time, on this
+        // synced right after it, an upkeep round's worth at a time, on this
         // low-priority thread, and that last pass syncs only its own.
         if copied > 0 && (frames, copied) != *seen {
             sync_database(conn)?;
