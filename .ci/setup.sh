@@ -59,7 +59,7 @@ if [ "$(admin -c "SELECT 1 FROM pg_database WHERE datname = 'standby_test'")" !=
   admin -c "CREATE DATABASE standby_test OWNER standby"
 fi
 # Each test makes its own database; clear those of earlier runs.
-for db in $(admin -c "SELECT datname FROM pg_database WHERE datname ~ '^standby_t_[0-9a-f]+$'"); do
+for db in $(admin -c "SELECT datname FROM pg_database WHERE datname ~ '^standby_t_[a-z0-9]+$'"); do
   admin -c "DROP DATABASE IF EXISTS \"$db\"" >/dev/null
 done
 
