@@ -1128,7 +1128,7 @@ mod tests {
     }
 
     #[test]
-    fn the_database_file_is_synced_through_sqlites_own_handle() {
+    fn the_database_file_can_be_synced_through_sqlites_own_handle() {
         let dir = tempfile::tempdir().unwrap();
         let (_writer, ckpt) = logged_database(&dir, 10);
         ckpt.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(0))
