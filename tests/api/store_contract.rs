@@ -561,3 +561,31 @@ async fn a_long_write_ahead_log_starts_over_while_writes_go_on() {
         "nothing lost on the way"
     );
 }
+
+#[tokio::test]
+async fn the_upkeep_drops_day_old_throttle_windows_and_looks_for_them_once_a_minute() {
+    let (s, _tmp) = store().await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let old = now - 2 * 24 * 3600 * 1000;
+    // One hit allowed per window: a second hit in a kept window is refused.
+    assert!(s.throttle_hit("old", 1000, 1, old).await.unwrap());
+    assert!(s.throttle_hit("recent", 60_000, 1, now).await.unwrap());
+    s.maintenance().await.unwrap();
+    assert!(
+        s.throttle_hit("old", 1000, 1, old).await.unwrap(),
+        "the two-day-old window was dropped, so it counts from one again"
+    );
+    assert!(
+        !s.throttle_hit("recent", 60_000, 1, now).await.unwrap(),
+        "the current window is kept"
+    );
+    // The upkeep runs several times a second; the sweep waits a minute.
+    s.maintenance().await.unwrap();
+    assert!(
+        !s.throttle_hit("old", 1000, 1, old).await.unwrap(),
+        "not looked for again within the minute"
+    );
+}

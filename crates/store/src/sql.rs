@@ -30,7 +30,13 @@ pub struct SqlStore {
     checkpointer: Option<std::sync::Arc<crate::sqlite_writer::Checkpointer>>,
     /// SQLite: a log of this many frames is started over (`maintenance`).
     wal_restart_frames: i64,
+    /// When `maintenance` last looked for day-old throttle windows (ms).
+    throttle_swept: std::sync::Arc<std::sync::atomic::AtomicI64>,
 }
+
+/// Throttle windows are dropped a day after they end: looking for them
+/// once a minute is enough, however often the upkeep runs for the log.
+const THROTTLE_SWEEP_EVERY_MS: i64 = 60_000;
 
 const SELECT_REGISTRANT: &str = "SELECT id, status, language, title, first_name, last_name, email, phone, created_at, confirmed_at FROM registrants WHERE id = $1";
 
@@ -83,6 +89,7 @@ impl SqlStore {
                 sqlite_writer,
                 checkpointer,
                 wal_restart_frames: WAL_RESTART_FRAMES,
+                throttle_swept: Default::default(),
             })
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             // Short OLTP queries only: JIT compilation costs more than it saves.
@@ -97,6 +104,7 @@ impl SqlStore {
                 sqlite_writer: None,
                 checkpointer: None,
                 wal_restart_frames: WAL_RESTART_FRAMES,
+                throttle_swept: Default::default(),
             })
         } else {
             Err(StoreError::UnsupportedUrl)
@@ -288,21 +296,38 @@ impl Store for SqlStore {
         // there are some, in turn with this process's other writers (SQLite:
         // a write outside the writer slot meets the sign-up writer on the
         // database lock, and SQLite's busy handler then sleeps).
-        on_db!(self, |p| {
-            let cutoff = now_ms() - 24 * 3600 * 1000;
-            let stale: Option<i64> =
-                sqlx::query_scalar("SELECT 1 FROM throttle WHERE window_start < $1 LIMIT 1")
-                    .bind(cutoff)
-                    .fetch_optional(p)
-                    .await?;
-            if stale.is_some() {
-                let _slot = p.write_slot().await;
-                sqlx::query("DELETE FROM throttle WHERE window_start < $1")
-                    .bind(cutoff)
-                    .execute(p)
-                    .await?;
-            }
-        });
+        let now = now_ms();
+        let swept = self
+            .throttle_swept
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let sweep = now - swept >= THROTTLE_SWEEP_EVERY_MS
+            && self
+                .throttle_swept
+                .compare_exchange(
+                    swept,
+                    now,
+                    std::sync::atomic::Ordering::Relaxed,
+                    std::sync::atomic::Ordering::Relaxed,
+                )
+                .is_ok();
+        if sweep {
+            on_db!(self, |p| {
+                let cutoff = now - 24 * 3600 * 1000;
+                // (A key, not `SELECT 1`: PostgreSQL answers that as INT4.)
+                let stale: Option<String> =
+                    sqlx::query_scalar("SELECT key FROM throttle WHERE window_start < $1 LIMIT 1")
+                        .bind(cutoff)
+                        .fetch_optional(p)
+                        .await?;
+                if stale.is_some() {
+                    let _slot = p.write_slot().await;
+                    sqlx::query("DELETE FROM throttle WHERE window_start < $1")
+                        .bind(cutoff)
+                        .execute(p)
+                        .await?;
+                }
+            });
+        }
         // SQLite: folds the write-ahead log back into the database without
         // blocking writers, on the checkpointer's low-priority thread.
         if let Some(checkpointer) = &self.checkpointer {
