@@ -160,6 +160,7 @@ async fn serve(config: Config, may_seed_demo: bool) -> anyhow::Result<()> {
             .await?
             .print();
     }
+    lay_out_log(&store, config.sqlite_wal_mb);
     let listener = bind(config.listen, config.reuse_port)
         .map_err(|e| anyhow::anyhow!("cannot listen on {} (STANDBY_LISTEN): {e}", config.listen))?;
     let state = crate::App::with_background(config, store, clock, background_runtime()?);
@@ -167,6 +168,27 @@ async fn serve(config: Config, may_seed_demo: bool) -> anyhow::Result<()> {
     tracing::info!(address = %state.config.listen, "serving on {}", state.config.public_url);
     crate::serve_until(listener, state, shutdown_signal()).await?;
     Ok(())
+}
+
+/// SQLite: the write-ahead log a surge will need is laid out in the
+/// background while the server starts answering (see the store's
+/// `lay_out_log`); a failure only means the log grows as it is written.
+fn lay_out_log(store: &Arc<standby_store::SqlStore>, mib: u32) {
+    if mib == 0 || store.backend() != standby_store::Backend::Sqlite {
+        return;
+    }
+    let store = store.clone();
+    tokio::spawn(async move {
+        let started = std::time::Instant::now();
+        match store.lay_out_log(u64::from(mib) << 20).await {
+            Ok(bytes) => tracing::info!(
+                mib = bytes >> 20,
+                duration_ms = started.elapsed().as_millis() as u64,
+                "write-ahead log laid out"
+            ),
+            Err(e) => tracing::warn!(error = %e, "the write-ahead log was not laid out"),
+        }
+    });
 }
 
 /// A runtime for background work, beside the one serving HTTP. Two

@@ -56,6 +56,8 @@ pub struct Config {
     pub retention_ms: i64,
     /// Several processes share one port (STANDBY_REUSE_PORT=1).
     pub reuse_port: bool,
+    /// SQLite: how much write-ahead log `serve` lays out at start (MiB).
+    pub sqlite_wal_mb: u32,
 }
 
 impl std::fmt::Debug for Config {
@@ -282,6 +284,7 @@ impl Config {
                 Some("1") | Some("true") => true,
                 Some(_) => return Err(bad("STANDBY_REUSE_PORT", "must be 1 or 0")),
             },
+            sqlite_wal_mb: parse_rate(env, "STANDBY_SQLITE_WAL_MB", 1024, true)?,
         })
     }
 }

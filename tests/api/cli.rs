@@ -11,7 +11,9 @@ fn standby(tmp: &std::path::Path, db: &str) -> Command {
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("DATABASE_URL", db)
         .env("STANDBY_SECRET", "cli-test-secret-0123456789")
-        .env("STANDBY_EMAIL", "file:outbox");
+        .env("STANDBY_EMAIL", "file:outbox")
+        // A server here lays out a small write-ahead log, not the default GiB.
+        .env("STANDBY_SQLITE_WAL_MB", "4");
     c
 }
 
@@ -23,6 +25,7 @@ async fn bad_configuration_exits_2_naming_the_setting() {
         ("STANDBY_EMAIL_RATE", "0"),
         ("DATABASE_URL", "mysql://x"),
         ("STANDBY_LISTEN", "here"),
+        ("STANDBY_SQLITE_WAL_MB", "a lot"),
     ] {
         let out = standby(tmp.path(), "sqlite://t.db")
             .env(var, value)

@@ -35,6 +35,7 @@ async fn serve(tmp: &std::path::Path, db: &str, port: u16, env: &[(&str, String)
         .env("STANDBY_CLIENT_RATE", "0")
         .env("STANDBY_LEASE_SECONDS", "2")
         .env("STANDBY_LOG", "warn")
+        .env("STANDBY_SQLITE_WAL_MB", "4")
         .args([
             "serve",
             "--listen",
@@ -77,7 +78,20 @@ async fn every_acknowledged_sign_up_survives_kill_9() {
     let tmp = tempfile::tempdir().unwrap();
     let db = fresh_database_url(tmp.path()).await;
     let port = free_port();
-    let server = serve(tmp.path(), &db, port, &[]).await;
+    let laid_out = 64 << 20;
+    let env = [("STANDBY_SQLITE_WAL_MB", (laid_out >> 20).to_string())];
+    let server = serve(tmp.path(), &db, port, &env).await;
+    // SQLite: the log is laid out with zeros in the background; the load
+    // writes over them, and recovery must find every commit among them.
+    if let Some(path) = standby_store::sqlite_file(&db) {
+        let wal = format!("{}-wal", path.display());
+        let mut waited = 0;
+        while std::fs::metadata(&wal).map_or(0, |m| m.len()) < laid_out {
+            assert!(waited < 500, "the write-ahead log was never laid out");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            waited += 1;
+        }
+    }
     let acknowledged = Arc::new(Mutex::new(Vec::<u32>::new()));
     let client = reqwest::Client::new();
     let mut tasks = Vec::new();
@@ -115,7 +129,11 @@ async fn every_acknowledged_sign_up_survives_kill_9() {
         t.await.unwrap();
     }
     let acked = acknowledged.lock().unwrap().clone();
-    let _again = serve(tmp.path(), &db, port, &[]).await;
+    if let Some(path) = standby_store::sqlite_file(&db) {
+        let wal = std::fs::metadata(format!("{}-wal", path.display())).unwrap();
+        assert_eq!(wal.len(), laid_out, "the commits went over the zeros");
+    }
+    let _again = serve(tmp.path(), &db, port, &env).await;
     let store = standby::open_store(&db).await.unwrap();
     for n in &acked {
         let hash =

@@ -11,6 +11,7 @@ mod records;
 mod sql;
 mod sql_engine;
 mod sql_staff;
+mod sqlite_log;
 mod sqlite_writer;
 
 pub use records::*;
@@ -172,8 +173,14 @@ pub trait Store: StaffStore + EngineStore + Send + Sync + 'static {
     async fn ping(&self) -> Result<()>;
     /// Brings every registrant's age band up to `today_ymd` (once a day).
     async fn refresh_bands(&self, today_ymd: i64) -> Result<i64>;
-    /// Periodic upkeep (SQLite: a passive WAL checkpoint). Called every second.
+    /// Periodic upkeep (SQLite: a passive WAL checkpoint). Called four
+    /// times a second.
     async fn maintenance(&self) -> Result<()>;
+    /// SQLite on a file: extends the write-ahead log with zeros to `bytes`
+    /// (at most a quarter of the free disk space) so that a surge's commits
+    /// write over them instead of growing the file. Returns the bytes
+    /// added; nothing to do on PostgreSQL.
+    async fn lay_out_log(&self, bytes: u64) -> Result<u64>;
 
     // Registrants
     /// The backend's own sign-up queue, if it has one (SQLite: its writer

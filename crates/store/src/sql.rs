@@ -30,6 +30,8 @@ pub struct SqlStore {
     checkpointer: Option<std::sync::Arc<crate::sqlite_writer::Checkpointer>>,
     /// SQLite: a log of this many frames is started over (`maintenance`).
     wal_restart_frames: i64,
+    /// SQLite on a file: where it is.
+    sqlite_path: Option<std::path::PathBuf>,
     /// When `maintenance` last looked for day-old throttle windows (ms).
     throttle_swept: std::sync::Arc<std::sync::atomic::AtomicI64>,
 }
@@ -89,6 +91,7 @@ impl SqlStore {
                 sqlite_writer,
                 checkpointer,
                 wal_restart_frames: WAL_RESTART_FRAMES,
+                sqlite_path: sqlite_file(url),
                 throttle_swept: Default::default(),
             })
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
@@ -104,6 +107,7 @@ impl SqlStore {
                 sqlite_writer: None,
                 checkpointer: None,
                 wal_restart_frames: WAL_RESTART_FRAMES,
+                sqlite_path: None,
                 throttle_swept: Default::default(),
             })
         } else {
@@ -337,6 +341,15 @@ impl Store for SqlStore {
                 .map_err(StoreError::Writer)?;
         }
         Ok(())
+    }
+
+    async fn lay_out_log(&self, bytes: u64) -> Result<u64> {
+        match &self.sqlite_path {
+            Some(path) => crate::sqlite_log::lay_out_in_background(path.clone(), bytes)
+                .await
+                .map_err(StoreError::Writer),
+            None => Ok(0),
+        }
     }
 
     async fn ping(&self) -> Result<()> {

@@ -433,7 +433,7 @@ fn sync_database_file(conn: &rusqlite::Connection) -> rusqlite::Result<()> {
 }
 
 /// Lowers the calling thread's CPU priority (Linux: `nice` is per thread).
-fn lower_priority() {
+pub(crate) fn lower_priority() {
     // SAFETY: setpriority only reads its integer arguments; `who` 0 is the
     // calling thread on Linux.
     let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 10) };
@@ -443,7 +443,7 @@ fn lower_priority() {
 }
 
 /// A connection with the same settings as the pool's (see `SqlStore::connect`).
-fn connect(path: &Path) -> rusqlite::Result<rusqlite::Connection> {
+pub(crate) fn connect(path: &Path) -> rusqlite::Result<rusqlite::Connection> {
     let conn = rusqlite::Connection::open(path)?;
     conn.busy_timeout(std::time::Duration::from_secs(30))?;
     conn.pragma_update(None, "journal_mode", "wal")?;
