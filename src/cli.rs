@@ -182,7 +182,7 @@ fn lay_out_log(store: &Arc<standby_store::SqlStore>, mib: u32) {
         let started = std::time::Instant::now();
         match store.lay_out_log(u64::from(mib) << 20).await {
             Ok(bytes) => tracing::info!(
-                mib = bytes >> 20,
+                added_mib = bytes >> 20,
                 duration_ms = started.elapsed().as_millis() as u64,
                 "write-ahead log laid out"
             ),

@@ -6,7 +6,7 @@
 //! 4 KiB it allocates and zeroes a page-cache page and reserves a block
 //! (writing the log was 40 % of the sign-up writer's time, most of it there).
 //! PostgreSQL avoids the same cost by preallocating its log segments. Here
-//! the log is extended with zeros once, at start, on a low-priority thread;
+//! the log is extended with zeros once, at start, on a thread of its own;
 //! SQLite then writes its frames over them: 11-14 % less server CPU per
 //! sign-up and 13-16 % more sign-ups a second at 1,000 connections
 //! (BENCHMARKS.md, ninth session).
@@ -115,14 +115,15 @@ pub(crate) fn free_bytes(path: &Path) -> std::io::Result<u64> {
 }
 
 /// Lays the log out to `requested` bytes (less on a file system short of
-/// space) on a thread of its own at a low CPU priority; answers with the
-/// bytes added.
+/// space) on a thread of its own; answers with the bytes added. Not at a
+/// lower priority, unlike the checkpointer: it holds the writer slot while
+/// it writes a chunk, and a holder that others keep off the CPU would keep
+/// every sign-up waiting with it.
 pub(crate) async fn lay_out_in_background(db: PathBuf, requested: u64) -> Result<u64, String> {
     let (reply, answer) = tokio::sync::oneshot::channel();
     std::thread::Builder::new()
         .name("sqlite-log".into())
         .spawn(move || {
-            crate::sqlite_writer::lower_priority();
             let result = free_bytes(&db)
                 .and_then(|free| {
                     let conn = crate::sqlite_writer::connect(&db).map_err(std::io::Error::other)?;
