@@ -155,6 +155,17 @@ mod tests {
         }
     }
 
+    /// A database in `dir` with a table `t` and `n` rows, all still in its
+    /// log (no checkpoint): its path and the connection that wrote them.
+    fn logged(dir: &tempfile::TempDir, n: usize) -> (PathBuf, rusqlite::Connection) {
+        let db = dir.path().join("db");
+        let conn = connect(&db).unwrap();
+        conn.execute_batch("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)")
+            .unwrap();
+        insert(&conn, n);
+        (db, conn)
+    }
+
     fn log_len(db: &Path) -> u64 {
         std::fs::metadata(log_path(db)).unwrap().len()
     }
@@ -170,12 +181,7 @@ mod tests {
     #[test]
     fn zeros_are_appended_after_the_log_and_every_commit_before_and_after_is_kept() {
         let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("db");
-        let writer = connect(&db).unwrap();
-        writer
-            .execute_batch("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)")
-            .unwrap();
-        insert(&writer, 50);
+        let (db, writer) = logged(&dir, 50);
         let before = std::fs::read(log_path(&db)).unwrap();
         let target = before.len() as u64 + CHUNK + 12_345;
 
@@ -189,10 +195,7 @@ mod tests {
         // New commits go over the zeros; a copy taken without closing
         // anything (as after kill -9) recovers every one of them.
         insert(&writer, 200);
-        assert!(
-            log_len(&db) == target,
-            "the log grew instead of being reused"
-        );
+        assert_eq!(log_len(&db), target, "the log grew instead of being reused");
         let copy = dir.path().join("copy");
         std::fs::copy(&db, &copy).unwrap();
         std::fs::copy(log_path(&db), log_path(&copy)).unwrap();
@@ -203,11 +206,7 @@ mod tests {
     #[test]
     fn a_log_already_that_long_is_left_as_it_is() {
         let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("db");
-        let conn = connect(&db).unwrap();
-        conn.execute_batch("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)")
-            .unwrap();
-        insert(&conn, 20);
+        let (db, conn) = logged(&dir, 20);
         let len = log_len(&db);
         assert_eq!(lay_out(&conn, &db, len / 2).unwrap(), 0);
         assert_eq!(log_len(&db), len);
@@ -221,11 +220,7 @@ mod tests {
     #[test]
     fn nothing_is_appended_while_another_connection_writes() {
         let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("db");
-        let other = connect(&db).unwrap();
-        other
-            .execute_batch("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)")
-            .unwrap();
+        let (db, other) = logged(&dir, 0);
         let len = log_len(&db);
         other.execute_batch("BEGIN IMMEDIATE").unwrap();
         let conn = connect(&db).unwrap();

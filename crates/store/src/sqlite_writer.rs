@@ -186,9 +186,7 @@ impl SqliteWriter {
         let (synced, to_sync) = mpsc::channel::<Durable>();
         let direct = std::sync::Arc::new(std::sync::Mutex::new(None));
         let seen = direct.clone();
-        let mut wal = path.as_os_str().to_owned();
-        wal.push("-wal");
-        let wal = std::path::PathBuf::from(wal);
+        let wal = crate::sqlite_log::log_path(path);
         std::thread::Builder::new()
             .name("sqlite-sync".into())
             .spawn(move || {
