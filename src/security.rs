@@ -58,22 +58,44 @@ pub fn random_reference(prefix: &str) -> String {
     )
 }
 
+/// Bytes of a digest the store keeps: 128 bits, as 32 hex digits. Enough to
+/// tell tokens and national IDs apart (a collision among a billion keys has
+/// odds near 10^-21) and to resist a search for a matching token (2^128),
+/// at half the index of the whole digest: at launch-day rates every sign-up
+/// inserts these keys, and the national ID's at a random place.
+pub const KEY_BYTES: usize = 16;
+
+/// Lowercase hex of the first [`KEY_BYTES`] bytes of a digest.
+fn key_hex(digest: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(2 * KEY_BYTES + 12);
+    for &b in &digest[..KEY_BYTES] {
+        out.push(DIGITS[usize::from(b >> 4)] as char);
+        out.push(DIGITS[usize::from(b & 0xf)] as char);
+    }
+    out
+}
+
 /// What the store keeps of a bearer token. Tokens carry at least 192 random
 /// bits, so an unkeyed hash is enough; lookups by hash compare in the
 /// database index, which never sees the token itself. A time-ordered token
 /// keeps its time prefix in front of the hash; a token of the earlier
 /// all-random kind (43 characters) is kept as the bare hash, so links issued
-/// before still work.
+/// before still work. Keys stored before migration 0004 held the whole
+/// digest; that migration cut them to this length.
 pub fn token_hash(token: &str) -> String {
-    let digest = hex::encode(Sha256::digest(token.as_bytes()));
+    let digest = Sha256::digest(token.as_bytes());
     match token.get(..12) {
         Some(time)
             if token.len() == TOKEN_LEN
                 && time.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) =>
         {
-            format!("{time}{digest}")
+            let mut key = String::with_capacity(12 + 2 * KEY_BYTES);
+            key.push_str(time);
+            key.push_str(&key_hex(&digest));
+            key
         }
-        _ => digest,
+        _ => key_hex(&digest),
     }
 }
 
@@ -103,9 +125,14 @@ pub fn verify_hmac_hex(key: &[u8], data: &[u8], signature_hex: &str) -> bool {
     mac.verify_slice(&sig).is_ok()
 }
 
-/// The keyed hash that stands for a national ID everywhere.
+/// The keyed hash that stands for a national ID everywhere: HMAC-SHA256,
+/// cut to [`KEY_BYTES`].
 pub fn national_id_hash(secret: &[u8], canonical: &str) -> String {
-    hmac_hex(secret, format!("national-id:{canonical}").as_bytes())
+    let mut mac =
+        <Hmac<Sha256> as KeyInit>::new_from_slice(secret).expect("HMAC takes any key length");
+    mac.update(b"national-id:");
+    mac.update(canonical.as_bytes());
+    key_hex(&mac.finalize().into_bytes())
 }
 
 pub fn hash_password(password: &str) -> anyhow::Result<String> {
@@ -177,7 +204,7 @@ mod tests {
         assert!(plausible_token(&a));
         assert!(!plausible_token("abc"));
         assert!(!plausible_token(&format!("{}'", &a[..TOKEN_LEN - 1])));
-        assert_eq!(token_hash(&a).len(), 12 + 64);
+        assert_eq!(token_hash(&a).len(), 12 + 32);
         assert_ne!(token_hash(&a), token_hash(&b));
         assert!(!token_hash(&a).contains(&a[12..]));
         // An all-random token of the earlier kind is still accepted and kept
@@ -187,7 +214,7 @@ mod tests {
         assert!(plausible_token(&old));
         assert_eq!(
             token_hash(&old),
-            hex::encode(Sha256::digest(old.as_bytes()))
+            hex::encode(&Sha256::digest(old.as_bytes())[..16])
         );
     }
 
@@ -214,6 +241,27 @@ mod tests {
         assert_ne!(a, b);
         assert!(!a.contains("85073003328"));
         assert_eq!(a, national_id_hash(b"secret-one-0123456", "BE:85073003328"));
+    }
+
+    #[test]
+    fn stored_keys_are_the_start_of_the_whole_digests_kept_before() {
+        // Migration 0004 cuts the keys stored before to their first 128
+        // bits; lookups with the keys made now must find them.
+        let whole = hmac_hex(b"secret-one-0123456", b"national-id:BE:85073003328");
+        assert_eq!(whole.len(), 64);
+        let key = national_id_hash(b"secret-one-0123456", "BE:85073003328");
+        assert_eq!(key.len(), 32);
+        assert_eq!(key, whole[..32]);
+        let token = random_token();
+        let whole = format!(
+            "{}{}",
+            &token[..12],
+            hex::encode(Sha256::digest(token.as_bytes()))
+        );
+        assert_eq!(token_hash(&token), whole[..whole.len() - 32]);
+        let old = random_secret();
+        let whole = hex::encode(Sha256::digest(old.as_bytes()));
+        assert_eq!(token_hash(&old), whole[..whole.len() - 32]);
     }
 
     #[test]

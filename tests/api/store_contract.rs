@@ -389,11 +389,13 @@ async fn centres_vaccines_stock_users_and_audit() {
     );
 }
 
-/// A database made by the first two migrations, with a registrant, their
-/// tokens and messages, keeps all of it through the later migrations (0003
-/// rebuilds the tokens table on SQLite).
-#[tokio::test]
-async fn later_migrations_keep_existing_data() {
+/// A database made by the first `n` migrations only, then the given
+/// statements (SQL with `$1`… and their text values): data as an earlier
+/// build left it, for the later migrations to carry over.
+async fn database_before(
+    n: usize,
+    statements: &[(&'static str, Vec<String>)],
+) -> (tempfile::TempDir, String) {
     use sqlx::migrate::Migrator;
     let tmp = tempfile::tempdir().unwrap();
     let url = fresh_database_url(tmp.path()).await;
@@ -402,27 +404,57 @@ async fn later_migrations_keep_existing_data() {
     } else {
         "crates/store/migrations/postgres"
     };
-    let all = Migrator::new(std::path::Path::new(folder)).await.unwrap();
-    assert!(all.migrations.len() >= 3, "0003 exists");
-    let mut first_two = Migrator::new(std::path::Path::new(folder)).await.unwrap();
-    first_two.migrations = std::borrow::Cow::Owned(all.migrations[..2].to_vec());
-    let insert = "INSERT INTO registrants (nid_hash, country, language, status, created_at, status_changed_at) VALUES ('h1', 'BE', 'fr', 'unconfirmed', 1, 1)";
-    let token = "INSERT INTO tokens (hash, purpose, subject_id, created_at, expires_at) VALUES ('c1', 'confirm', 1, 1, 10000), ('me-c1', 'me', 1, 1, 1000000)";
-    if url.starts_with("sqlite") {
-        let pool = sqlx::SqlitePool::connect(&format!("{url}?mode=rwc"))
-            .await
-            .unwrap();
-        first_two.run(&pool).await.unwrap();
-        sqlx::query(insert).execute(&pool).await.unwrap();
-        sqlx::query(token).execute(&pool).await.unwrap();
-        pool.close().await;
-    } else {
-        let pool = sqlx::PgPool::connect(&url).await.unwrap();
-        first_two.run(&pool).await.unwrap();
-        sqlx::query(insert).execute(&pool).await.unwrap();
-        sqlx::query(token).execute(&pool).await.unwrap();
-        pool.close().await;
+    let mut first = Migrator::new(std::path::Path::new(folder)).await.unwrap();
+    assert!(
+        first.migrations.len() > n,
+        "a migration after the first {n}"
+    );
+    first.migrations = std::borrow::Cow::Owned(first.migrations[..n].to_vec());
+    macro_rules! run {
+        ($pool:expr) => {{
+            let pool = $pool;
+            first.run(&pool).await.unwrap();
+            for (q, binds) in statements {
+                let mut query = sqlx::query(*q);
+                for b in binds {
+                    query = query.bind(b);
+                }
+                query.execute(&pool).await.unwrap();
+            }
+            pool.close().await;
+        }};
     }
+    if url.starts_with("sqlite") {
+        run!(
+            sqlx::SqlitePool::connect(&format!("{url}?mode=rwc"))
+                .await
+                .unwrap()
+        );
+    } else {
+        run!(sqlx::PgPool::connect(&url).await.unwrap());
+    }
+    (tmp, url)
+}
+
+/// A database made by the first two migrations, with a registrant, their
+/// tokens and messages, keeps all of it through the later migrations (0003
+/// rebuilds the tokens table on SQLite).
+#[tokio::test]
+async fn later_migrations_keep_existing_data() {
+    let (_tmp, url) = database_before(
+        2,
+        &[
+            (
+                "INSERT INTO registrants (nid_hash, country, language, status, created_at, status_changed_at) VALUES ('h1', 'BE', 'fr', 'unconfirmed', 1, 1)",
+                vec![],
+            ),
+            (
+                "INSERT INTO tokens (hash, purpose, subject_id, created_at, expires_at) VALUES ('c1', 'confirm', 1, 1, 10000), ('me-c1', 'me', 1, 1, 1000000)",
+                vec![],
+            ),
+        ],
+    )
+    .await;
     let s = connect(&url).await.unwrap();
     s.migrate().await.unwrap();
     assert!(s.has_registrant("h1").await.unwrap());
@@ -437,6 +469,91 @@ async fn later_migrations_keep_existing_data() {
         .await
         .unwrap();
     assert!(matches!(out[..], [InsertOutcome::Created(_)]));
+}
+
+/// Migration 0004 cuts the keys stored before (whole SHA-256 and HMAC
+/// digests) to the 128 bits kept now: a person registered before is still
+/// found by their national ID (and not registered twice), and every link sent
+/// before (time-ordered and all-random tokens, invitations) still works.
+#[tokio::test]
+async fn stored_keys_are_cut_to_the_length_made_now() {
+    use standby::security::{hmac_hex, national_id_hash, random_secret, random_token, token_hash};
+    // Keys as the earlier builds stored them: the whole digests.
+    let secret = b"secret-one-0123456";
+    let whole_nid = hmac_hex(secret, b"national-id:BE:85073003328");
+    let whole_token = |token: &str| {
+        use sha2::Digest;
+        let digest = hex::encode(sha2::Sha256::digest(token.as_bytes()));
+        if token.len() == 44 {
+            format!("{}{digest}", &token[..12])
+        } else {
+            digest
+        }
+    };
+    let (confirm, me, invite) = (random_token(), random_secret(), random_token());
+    let statements = [
+        (
+            "INSERT INTO registrants (nid_hash, country, language, status, created_at, status_changed_at) VALUES ($1, 'BE', 'fr', 'unconfirmed', 1, 1)",
+            vec![whole_nid],
+        ),
+        (
+            "INSERT INTO tokens (hash, purpose, subject_id, created_at, expires_at) VALUES ($1, 'confirm', 1, 1, 10000), ($2, 'me', 1, 1, 1000000)",
+            vec![whole_token(&confirm), whole_token(&me)],
+        ),
+        (
+            "INSERT INTO centers (id, name, address, postal_code, time_zone, created_at) VALUES (1, 'C', 'A', '1000', 'Europe/Brussels', 1)",
+            vec![],
+        ),
+        (
+            "INSERT INTO vaccines (code, name, min_age, max_age, created_at) VALUES ('V', 'V', 18, 120, 1)",
+            vec![],
+        ),
+        (
+            "INSERT INTO offers (id, center_id, vaccine, doses, starts_at, ends_at, response_ms, status, created_by, created_at) VALUES (1, 1, 'V', 1, 1, 2, 1000, 'open', 'staff', 1)",
+            vec![],
+        ),
+        (
+            "INSERT INTO invitations (offer_id, registrant_id, token_hash, status, created_at) VALUES (1, 1, $1, 'queued', 1)",
+            vec![whole_token(&invite)],
+        ),
+    ];
+    let (_tmp, url) = database_before(3, &statements).await;
+    let s = connect(&url).await.unwrap();
+    assert!(
+        !s.has_registrant(&national_id_hash(secret, "BE:85073003328"))
+            .await
+            .unwrap()
+    );
+    s.migrate().await.unwrap();
+    let nid = national_id_hash(secret, "BE:85073003328");
+    assert!(s.has_registrant(&nid).await.unwrap());
+    // Signing up again with the same ID is a duplicate, not a second person.
+    let out = s
+        .insert_registrations(vec![registrant(&nid, &token_hash(&random_token()))], 5)
+        .await
+        .unwrap();
+    assert!(matches!(out[..], [InsertOutcome::Duplicate]));
+    assert_eq!(s.stats().await.unwrap().registered, 1);
+    // The self-service link (an all-random token of the earliest kind) and
+    // the invitation still open; the confirmation link still confirms.
+    assert!(
+        s.registrant_by_token(TokenPurpose::Me, &token_hash(&me), 5)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    let invitation = s
+        .invitation_by_token(&token_hash(&invite))
+        .await
+        .unwrap()
+        .expect("the invitation sent before");
+    assert_eq!(invitation.registrant_id, 1);
+    assert!(matches!(
+        s.confirm_registrant(&token_hash(&confirm), &token_hash(&random_token()), 5)
+            .await
+            .unwrap(),
+        ConfirmOutcome::Confirmed(_)
+    ));
 }
 
 #[tokio::test]
