@@ -58,12 +58,21 @@ pub fn availability(data: &[u8]) {
 }
 
 /// The registration JSON as the API reads it: any bytes give either a
-/// malformed-body error, field errors, or a valid registration.
+/// malformed-body error, field errors, or a valid registration, and the
+/// sign-up's direct reading gives exactly what the general one gives.
 pub fn registration_json(data: &[u8]) {
-    let Ok(value) = serde_json::from_slice::<serde_json::Value>(data) else {
-        return;
+    let direct = crate::web::api::registration_input_from(data);
+    let value = match crate::web::extract::parse_json(data) {
+        Ok(value) => value,
+        Err(malformed) => {
+            let direct = direct.map(|_| ()).map_err(|e| e.to_string());
+            assert_eq!(direct, Err(malformed.to_string()));
+            return;
+        }
     };
-    if let Ok(input) = crate::web::api::registration_input(&value)
+    let general = crate::web::api::registration_input(&value);
+    assert_eq!(format!("{direct:?}"), format!("{general:?}"));
+    if let Ok(input) = general
         && let Ok(reg) = input.validate(Country::Be, today())
     {
         assert!(

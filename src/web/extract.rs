@@ -111,18 +111,35 @@ impl FromRequest<AppState> for JsonBody {
     type Rejection = AppError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let JsonBytes(bytes) = JsonBytes::from_request(req, state).await?;
+        parse_json(&bytes).map(JsonBody)
+    }
+}
+
+/// A JSON body not yet parsed, for a handler that reads it into its own
+/// type: 415 unless `Content-Type: application/json`, 413 over 16 KiB.
+pub struct JsonBytes(pub Bytes);
+
+impl FromRequest<AppState> for JsonBytes {
+    type Rejection = AppError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
         if !content_type_is(req.headers(), "application/json") {
             return Err(AppError::UnsupportedMediaType);
         }
-        let bytes = body_bytes(req, state).await?;
-        serde_json::from_slice(&bytes).map(JsonBody).map_err(|e| {
-            AppError::BadRequest(format!(
-                "malformed JSON at line {} column {}",
-                e.line(),
-                e.column()
-            ))
-        })
+        body_bytes(req, state).await.map(JsonBytes)
     }
+}
+
+/// Any JSON value, or 400 naming where it stops being JSON.
+pub fn parse_json(bytes: &[u8]) -> Result<serde_json::Value, AppError> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        AppError::BadRequest(format!(
+            "malformed JSON at line {} column {}",
+            e.line(),
+            e.column()
+        ))
+    })
 }
 
 /// An HTML form body as its list of pairs (repeated names kept).
