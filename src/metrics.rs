@@ -27,13 +27,17 @@ fn series_key(out: &mut String, name: &str, labels: &[(&str, &str)]) {
         }
         out.push_str(k);
         out.push_str("=\"");
-        for c in v.chars() {
-            match c {
-                '\\' => out.push_str("\\\\"),
-                '"' => out.push_str("\\\""),
-                '\n' => out.push_str("\\n"),
-                c => out.push(c),
+        if v.bytes().any(|b| matches!(b, b'\\' | b'"' | b'\n')) {
+            for c in v.chars() {
+                match c {
+                    '\\' => out.push_str("\\\\"),
+                    '"' => out.push_str("\\\""),
+                    '\n' => out.push_str("\\n"),
+                    c => out.push(c),
+                }
             }
+        } else {
+            out.push_str(v);
         }
         out.push('"');
     }

@@ -278,8 +278,8 @@ fn prepare(state: &AppState, reg: &NewRegistration) -> NewRegistrant {
         lang: reg.language,
         first_name: reg.first_name.as_str(),
         email: reg.email.as_str(),
-        confirm_link: state.link(&format!("/confirm/{confirm}")),
-        me_link: state.link(&format!("/me/{me}")),
+        confirm_link: state.link_to(&["/confirm/", &confirm]),
+        me_link: state.link_to(&["/me/", &me]),
     }
     .to_message();
     NewRegistrant {
