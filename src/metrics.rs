@@ -68,27 +68,78 @@ pub fn message(channel: &str, outcome: &str) {
     );
 }
 
+/// Requests by route, then method, then status: every request is counted,
+/// so a request finds its counters by its route (no key built) and a short
+/// scan; the series are rendered with the others.
+#[derive(Default)]
+struct MethodStats {
+    method: String,
+    seconds: f64,
+    count: f64,
+    statuses: Vec<(u16, f64)>,
+}
+
+static REQUESTS: LazyLock<Mutex<HashMap<String, Vec<MethodStats>>>> =
+    LazyLock::new(|| Mutex::new(HashMap::new()));
+
 pub fn request(route: &str, method: &str, status: u16, seconds: f64) {
-    let code = itoa_status(status);
-    let status = std::str::from_utf8(&code).unwrap_or("0");
-    let labels = [("route", route), ("method", method), ("status", status)];
-    KEY.with_borrow_mut(|key| {
-        let mut map = COUNTERS.lock().expect("metrics lock");
-        series_key(key, "standby_http_requests_total", &labels);
-        bump(&mut map, key, 1.0);
-        series_key(
-            key,
-            "standby_http_request_duration_seconds_sum",
-            &labels[..2],
-        );
-        bump(&mut map, key, seconds);
-        series_key(
-            key,
-            "standby_http_request_duration_seconds_count",
-            &labels[..2],
-        );
-        bump(&mut map, key, 1.0);
-    });
+    let mut map = REQUESTS.lock().expect("metrics lock");
+    let methods = match map.get_mut(route) {
+        Some(methods) => methods,
+        None => map.entry(route.to_string()).or_default(),
+    };
+    let at = match methods.iter().position(|m| m.method == method) {
+        Some(at) => at,
+        None => {
+            methods.push(MethodStats {
+                method: method.to_string(),
+                ..MethodStats::default()
+            });
+            methods.len() - 1
+        }
+    };
+    let m = &mut methods[at];
+    m.seconds += seconds;
+    m.count += 1.0;
+    match m.statuses.iter_mut().find(|(s, _)| *s == status) {
+        Some((_, n)) => *n += 1.0,
+        None => m.statuses.push((status, 1.0)),
+    }
+}
+
+/// The request counters as series, as [`add`] would have keyed them.
+fn request_series() -> Vec<(String, f64)> {
+    let map = REQUESTS.lock().expect("metrics lock");
+    let mut out = Vec::new();
+    let mut key = String::new();
+    for (route, methods) in map.iter() {
+        for m in methods {
+            for (status, n) in &m.statuses {
+                let code = itoa_status(*status);
+                let status = std::str::from_utf8(&code).unwrap_or("0");
+                series_key(
+                    &mut key,
+                    "standby_http_requests_total",
+                    &[("route", route), ("method", &m.method), ("status", status)],
+                );
+                out.push((key.clone(), *n));
+            }
+            let labels = [("route", route.as_str()), ("method", m.method.as_str())];
+            series_key(
+                &mut key,
+                "standby_http_request_duration_seconds_sum",
+                &labels,
+            );
+            out.push((key.clone(), m.seconds));
+            series_key(
+                &mut key,
+                "standby_http_request_duration_seconds_count",
+                &labels,
+            );
+            out.push((key.clone(), m.count));
+        }
+    }
+    out
 }
 
 /// A status code's three digits without allocating.
@@ -102,8 +153,13 @@ fn itoa_status(status: u16) -> [u8; 3] {
 }
 
 pub fn render_counters(out: &mut String) {
+    let requests = request_series();
     let map = COUNTERS.lock().expect("metrics lock");
-    let mut series: Vec<(&String, &f64)> = map.iter().collect();
+    let mut series: Vec<(&str, f64)> = map
+        .iter()
+        .map(|(k, v)| (k.as_str(), *v))
+        .chain(requests.iter().map(|(k, v)| (k.as_str(), *v)))
+        .collect();
     series.sort_unstable_by(|a, b| a.0.cmp(b.0));
     let mut last = "";
     for (key, v) in series {
@@ -206,6 +262,34 @@ pub fn render_histograms(out: &mut String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn requests_are_rendered_as_series_per_route_method_and_status() {
+        request("/test/{id}", "POST", 202, 0.5);
+        request("/test/{id}", "POST", 202, 0.25);
+        request("/test/{id}", "POST", 503, 0.25);
+        request("/test/{id}", "GET", 200, 1.0);
+        let mut s = String::new();
+        render_counters(&mut s);
+        for line in [
+            "standby_http_requests_total{route=\"/test/{id}\",method=\"POST\",status=\"202\"} 2\n",
+            "standby_http_requests_total{route=\"/test/{id}\",method=\"POST\",status=\"503\"} 1\n",
+            "standby_http_requests_total{route=\"/test/{id}\",method=\"GET\",status=\"200\"} 1\n",
+            "standby_http_request_duration_seconds_sum{route=\"/test/{id}\",method=\"POST\"} 1\n",
+            "standby_http_request_duration_seconds_count{route=\"/test/{id}\",method=\"POST\"} 3\n",
+            "standby_http_request_duration_seconds_count{route=\"/test/{id}\",method=\"GET\"} 1\n",
+        ] {
+            assert!(s.contains(line), "no {line} in {s}");
+        }
+        // One TYPE line per name, before its series.
+        assert_eq!(
+            s.matches("# TYPE standby_http_requests_total counter")
+                .count(),
+            1
+        );
+        let typed = s.find("# TYPE standby_http_requests_total").unwrap();
+        assert!(typed < s.find("standby_http_requests_total{").unwrap());
+    }
 
     #[test]
     fn renders_prometheus_text() {
