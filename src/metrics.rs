@@ -68,9 +68,8 @@ pub fn message(channel: &str, outcome: &str) {
     );
 }
 
-/// Requests by route, then method, then status: every request is counted,
-/// so a request finds its counters by its route (no key built) and a short
-/// scan; the series are rendered with the others.
+/// One method's requests on one route: their total time, their count, and
+/// their count by status.
 #[derive(Default)]
 struct MethodStats {
     method: String,
@@ -79,6 +78,9 @@ struct MethodStats {
     statuses: Vec<(u16, f64)>,
 }
 
+/// Requests by route, then method, then status: every request is counted,
+/// so a request finds its counters by its route (no key built) and a short
+/// scan; at `/metrics` they are rendered as series with the others.
 static REQUESTS: LazyLock<Mutex<HashMap<String, Vec<MethodStats>>>> =
     LazyLock::new(|| Mutex::new(HashMap::new()));
 

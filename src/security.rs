@@ -77,13 +77,11 @@ pub fn random_reference(prefix: &str) -> String {
 /// inserts these keys, and the national ID's at a random place.
 pub const KEY_BYTES: usize = 16;
 
-/// Lowercase hex of the first [`KEY_BYTES`] bytes of a digest.
-fn key_hex(digest: &[u8]) -> String {
-    let mut out = String::with_capacity(2 * KEY_BYTES + 12);
+/// Appends the lowercase hex of the first [`KEY_BYTES`] bytes of a digest.
+fn push_key_hex(out: &mut String, digest: &[u8]) {
     for &b in &digest[..KEY_BYTES] {
-        push_hex(&mut out, u64::from(b), 2);
+        push_hex(out, u64::from(b), 2);
     }
-    out
 }
 
 /// What the store keeps of a bearer token. Tokens carry at least 192 random
@@ -95,18 +93,15 @@ fn key_hex(digest: &[u8]) -> String {
 /// digest; that migration cut them to this length.
 pub fn token_hash(token: &str) -> String {
     let digest = Sha256::digest(token.as_bytes());
-    match token.get(..12) {
-        Some(time)
-            if token.len() == TOKEN_LEN
-                && time.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) =>
-        {
-            let mut key = String::with_capacity(12 + 2 * KEY_BYTES);
-            key.push_str(time);
-            key.push_str(&key_hex(&digest));
-            key
-        }
-        _ => key_hex(&digest),
+    let mut key = String::with_capacity(12 + 2 * KEY_BYTES);
+    if let Some(time) = token.get(..12)
+        && token.len() == TOKEN_LEN
+        && time.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    {
+        key.push_str(time);
     }
+    push_key_hex(&mut key, &digest);
+    key
 }
 
 /// Does the text look like one of our tokens? Cheap filter before any lookup.
@@ -142,7 +137,9 @@ pub fn national_id_hash(secret: &[u8], canonical: &str) -> String {
         <Hmac<Sha256> as KeyInit>::new_from_slice(secret).expect("HMAC takes any key length");
     mac.update(b"national-id:");
     mac.update(canonical.as_bytes());
-    key_hex(&mac.finalize().into_bytes())
+    let mut key = String::with_capacity(2 * KEY_BYTES);
+    push_key_hex(&mut key, &mac.finalize().into_bytes());
+    key
 }
 
 pub fn hash_password(password: &str) -> anyhow::Result<String> {
