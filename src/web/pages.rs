@@ -158,19 +158,57 @@ fn day_rows(lang: Language, form: Option<&FormBody>, slots: &[(i64, i64, i64)]) 
 
 /// Availability from the form's per-day from/to boxes; a day with both empty is skipped.
 fn form_slots(form: &FormBody) -> Vec<RawSlot> {
+    // The first value given for each day's `avail_{day}_from` and
+    // `avail_{day}_to`, found in one pass over the form (every form sign-up
+    // comes through here).
+    let mut given = [[None::<&str>; 2]; Weekday::ALL.len()];
+    for (name, value) in &form.0 {
+        let Some((day, end)) = name
+            .strip_prefix("avail_")
+            .and_then(|rest| rest.rsplit_once('_'))
+        else {
+            continue;
+        };
+        let which = match end {
+            "from" => 0,
+            "to" => 1,
+            _ => continue,
+        };
+        if let Some(i) = Weekday::ALL.iter().position(|d| d.as_str() == day) {
+            given[i][which].get_or_insert(value.as_str());
+        }
+    }
     Weekday::ALL
         .iter()
-        .filter_map(|d| {
-            let key = d.as_str();
-            let from = form.get(&format!("avail_{key}_from")).unwrap_or_default();
-            let to = form.get(&format!("avail_{key}_to")).unwrap_or_default();
+        .zip(given)
+        .filter_map(|(d, [from, to])| {
+            let (from, to) = (from.unwrap_or_default(), to.unwrap_or_default());
             (!from.trim().is_empty() || !to.trim().is_empty()).then(|| RawSlot {
-                day: key.into(),
-                from,
-                to,
+                day: d.as_str().into(),
+                from: from.into(),
+                to: to.into(),
             })
         })
         .collect()
+}
+
+/// The page after a sign-up: the same for everyone reading one language, so
+/// rendered once per language (every form sign-up is answered with it).
+fn done_page(lang: Language) -> Response {
+    static PAGES: std::sync::LazyLock<Vec<(Language, Option<bytes::Bytes>)>> =
+        std::sync::LazyLock::new(|| {
+            Language::ALL
+                .iter()
+                .map(|&l| {
+                    let page = message(l, "done.title", "done.text").render().ok();
+                    (l, page.map(bytes::Bytes::from))
+                })
+                .collect()
+        });
+    match PAGES.iter().find(|(l, _)| *l == lang) {
+        Some((_, Some(page))) => (StatusCode::OK, Html(page.clone())).into_response(),
+        _ => render(StatusCode::OK, &message(lang, "done.title", "done.text")),
+    }
 }
 
 async fn signup_page(
@@ -316,10 +354,7 @@ pub async fn signup_submit(
         type_errors: Default::default(),
     };
     match signup::sign_up(&state, input, lang).await {
-        Ok(()) => Ok(render(
-            StatusCode::OK,
-            &message(lang, "done.title", "done.text"),
-        )),
+        Ok(()) => Ok(done_page(lang)),
         Err(AppError::Validation(errors)) => {
             let page = signup_page(&state, lang, Some(&form), errors)
                 .await
@@ -571,4 +606,72 @@ pub async fn retry_script() -> Response {
         include_str!("../../static/retry.js"),
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn form(pairs: &[(&str, &str)]) -> FormBody {
+        FormBody(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn availability_is_read_from_the_form_day_by_day() {
+        let f = form(&[
+            ("avail_wed_to", "12:00"),
+            ("avail_mon_from", "08:00"),
+            ("avail_mon_to", "10:00"),
+            // A second value for a field: the first one given counts.
+            ("avail_mon_from", "09:00"),
+            ("avail_wed_from", "09:30"),
+            // Blank on both ends: no slot that day.
+            ("avail_tue_from", " "),
+            ("avail_tue_to", ""),
+            // Only one end given: a slot, for validation to report.
+            ("avail_fri_to", "17:00"),
+            ("avail_funday_from", "08:00"),
+            ("avail_sat_until", "08:00"),
+            ("other", "x"),
+        ]);
+        let slot = |day: &str, from: &str, to: &str| RawSlot {
+            day: day.into(),
+            from: from.into(),
+            to: to.into(),
+        };
+        assert_eq!(
+            form_slots(&f),
+            vec![
+                slot("mon", "08:00", "10:00"),
+                slot("wed", "09:30", "12:00"),
+                slot("fri", "", "17:00"),
+            ]
+        );
+        assert!(form_slots(&form(&[])).is_empty());
+    }
+
+    #[test]
+    fn the_page_after_a_sign_up_is_the_one_rendered_for_its_language() {
+        for &lang in Language::ALL.iter() {
+            let fresh = message(lang, "done.title", "done.text").render().unwrap();
+            let resp = done_page(lang);
+            assert_eq!(resp.status(), StatusCode::OK);
+            let body = body_text(resp);
+            assert_eq!(body, fresh);
+        }
+    }
+
+    fn body_text(resp: Response) -> String {
+        let bytes = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(axum::body::to_bytes(resp.into_body(), usize::MAX))
+            .unwrap();
+        String::from_utf8(bytes.to_vec()).unwrap()
+    }
 }
