@@ -61,32 +61,35 @@ fn string_value(v: Option<&Value>, name: &'static str, errors: &mut FieldErrors)
     }
 }
 
+/// A list field: absent or null is no list; anything but an array, or an
+/// array with an item `item` cannot read, is a wrong type.
+fn list_value<T>(
+    v: Option<&Value>,
+    name: &'static str,
+    errors: &mut FieldErrors,
+    item: impl Fn(&Value) -> Option<T>,
+) -> Option<Vec<T>> {
+    let list = match v {
+        None | Some(Value::Null) => return None,
+        Some(Value::Array(items)) => items.iter().map(item).collect(),
+        Some(_) => None,
+    };
+    if list.is_none() {
+        errors.insert(name, FieldError::WrongType);
+    }
+    list
+}
+
 fn id_list_value(
     v: Option<&Value>,
     name: &'static str,
     errors: &mut FieldErrors,
 ) -> Option<Vec<String>> {
-    match v {
-        None | Some(Value::Null) => None,
-        Some(Value::Array(items)) => {
-            let ids: Option<Vec<String>> = items
-                .iter()
-                .map(|v| match v {
-                    Value::String(s) => Some(s.clone()),
-                    Value::Number(n) => Some(n.to_string()),
-                    _ => None,
-                })
-                .collect();
-            if ids.is_none() {
-                errors.insert(name, FieldError::WrongType);
-            }
-            ids
-        }
-        Some(_) => {
-            errors.insert(name, FieldError::WrongType);
-            None
-        }
-    }
+    list_value(v, name, errors, |v| match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    })
 }
 
 fn slots_value(
@@ -94,31 +97,15 @@ fn slots_value(
     name: &'static str,
     errors: &mut FieldErrors,
 ) -> Option<Vec<RawSlot>> {
-    match v {
-        None | Some(Value::Null) => None,
-        Some(Value::Array(items)) => {
-            let slots: Option<Vec<RawSlot>> = items
-                .iter()
-                .map(|v| {
-                    let o = v.as_object()?;
-                    let get = |k: &str| o.get(k).and_then(Value::as_str).map(str::to_string);
-                    Some(RawSlot {
-                        day: get("day")?,
-                        from: get("from")?,
-                        to: get("to")?,
-                    })
-                })
-                .collect();
-            if slots.is_none() {
-                errors.insert(name, FieldError::WrongType);
-            }
-            slots
-        }
-        Some(_) => {
-            errors.insert(name, FieldError::WrongType);
-            None
-        }
-    }
+    list_value(v, name, errors, |v| {
+        let o = v.as_object()?;
+        let get = |k: &str| o.get(k).and_then(Value::as_str).map(str::to_string);
+        Some(RawSlot {
+            day: get("day")?,
+            from: get("from")?,
+            to: get("to")?,
+        })
+    })
 }
 
 fn consent_value(v: Option<&Value>, errors: &mut FieldErrors) -> bool {
@@ -535,5 +522,27 @@ mod tests {
             registration_input_from(br#"{"national_id": 85073003328, "email": 5}"#).unwrap();
         assert_eq!(wrong.national_id.as_deref(), Some("85073003328"));
         assert_eq!(wrong.type_errors.len(), 1);
+        // Lists: null is none; an array whose items all read is read; a
+        // non-array, or an array with an item of the wrong kind, is a wrong type.
+        let lists = registration_input_from(
+            br#"{"centers": ["1", 2], "availability": [{"day": "mon", "from": "08:00", "to": "12:00"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(lists.centers, ["1", "2"]);
+        assert_eq!(lists.availability.len(), 1);
+        assert!(lists.type_errors.is_empty());
+        let null = registration_input_from(br#"{"centers": null, "availability": null}"#).unwrap();
+        assert!(null.centers.is_empty() && null.type_errors.is_empty());
+        for body in [
+            r#"{"centers": "1", "availability": {"day": "mon"}}"#,
+            r#"{"centers": ["1", {}], "availability": [{"day": 1, "from": "08:00", "to": "12:00"}]}"#,
+        ] {
+            let bad = registration_input_from(body.as_bytes()).unwrap();
+            assert_eq!(bad.type_errors.len(), 2, "{body}");
+            assert!(
+                bad.centers.is_empty() && bad.availability.is_empty(),
+                "{body}"
+            );
+        }
     }
 }

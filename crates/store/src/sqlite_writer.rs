@@ -949,16 +949,11 @@ mod tests {
     use std::os::unix::fs::MetadataExt;
     use std::sync::{Arc, Mutex};
 
-    /// Migrated the way the pool migrates (the same files, in order).
+    /// Migrated with the migrations the pool applies, in order.
     fn migrated(dir: &Path) -> rusqlite::Connection {
         let conn = connect(&dir.join("db")).unwrap();
-        for sql in [
-            include_str!("../migrations/sqlite/0001_initial.sql"),
-            include_str!("../migrations/sqlite/0002_staff_offers_invitations.sql"),
-            include_str!("../migrations/sqlite/0003_leaner_sign_up_writes.sql"),
-            include_str!("../migrations/sqlite/0004_shorter_keys.sql"),
-        ] {
-            conn.execute_batch(sql).unwrap();
+        for m in sqlx::migrate!("./migrations/sqlite").migrations.iter() {
+            conn.execute_batch(m.sql.as_str()).unwrap();
         }
         conn
     }
