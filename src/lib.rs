@@ -13,13 +13,13 @@ pub mod i18n;
 pub mod metrics;
 pub mod notify;
 pub mod security;
+pub mod server;
 pub mod services;
 pub mod web;
 
 pub use app::{App, AppState};
 pub use web::router;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 /// Serves until `shutdown` resolves.
@@ -28,11 +28,12 @@ pub async fn serve_until(
     state: AppState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(
+    server::serve_until(
         listener,
-        router(state).into_make_service_with_connect_info::<SocketAddr>(),
+        router(state),
+        server::HEADER_READ_TIMEOUT,
+        shutdown,
     )
-    .with_graceful_shutdown(shutdown)
     .await
 }
 

@@ -5,6 +5,7 @@
 mod bad_input;
 mod browser;
 mod cli;
+mod connections;
 mod crash;
 mod engine;
 mod fuzz_corpus;
