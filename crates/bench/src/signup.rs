@@ -549,10 +549,11 @@ pub async fn run(args: HashMap<String, String>) {
     };
     let elapsed = load_start.elapsed().as_secs_f64();
     let own_cpu = cpu("self") - own_before;
-    let server_cpu: Vec<f64> = server_pids
+    // A server gone by now (the crash replay killed it) has no figure.
+    let server_cpu: Vec<Option<f64>> = server_pids
         .iter()
         .zip(&cpu_before)
-        .map(|(p, before)| cpu(p) - before)
+        .map(|(p, before)| cpu_seconds(p).map(|after| after - before))
         .collect();
     all.latencies_us.sort_unstable();
     let pct = |p: f64| {
@@ -628,7 +629,7 @@ pub async fn run(args: HashMap<String, String>) {
         "cpu during load    load generator {own_cpu:.1} s, server {} s (of {:.1} s x cores)",
         server_cpu
             .iter()
-            .map(|c| format!("{c:.1}"))
+            .map(|c| c.map_or("?".to_string(), |c| format!("{c:.1}")))
             .collect::<Vec<_>>()
             .join(" + "),
         elapsed
