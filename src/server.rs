@@ -61,12 +61,12 @@ pub async fn serve_until(
             },
         };
         next_id += 1;
-        let id = next_id;
-        let stop = open.add(id);
+        let (stop, listed) = Open::add(&open, next_id);
         let http = http.clone();
         let app = app.clone();
-        let open = open.clone();
         tokio::spawn(async move {
+            // Unlisted when this task ends, even by a panic.
+            let _listed = listed;
             let service = hyper::service::service_fn(
                 move |mut req: axum::http::Request<hyper::body::Incoming>| {
                     req.extensions_mut().insert(ConnectInfo(peer));
@@ -82,7 +82,6 @@ pub async fn serve_until(
                     let _ = conn.await;
                 }
             }
-            open.remove(id);
         });
     }
     drop(listener);
@@ -119,10 +118,18 @@ impl Open {
         self.stops.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn add(&self, id: u64) -> oneshot::Receiver<()> {
+    /// Lists a connection: the receiver that tells it to stop, and the
+    /// guard that unlists it when dropped.
+    fn add(open: &Arc<Open>, id: u64) -> (oneshot::Receiver<()>, Listed) {
         let (tx, rx) = oneshot::channel();
-        self.lock().insert(id, Some(tx));
-        rx
+        open.lock().insert(id, Some(tx));
+        (
+            rx,
+            Listed {
+                open: open.clone(),
+                id,
+            },
+        )
     }
 
     fn remove(&self, id: u64) {
@@ -152,6 +159,18 @@ impl Open {
     }
 }
 
+/// A connection's place in [`Open`], given up when its task ends.
+struct Listed {
+    open: Arc<Open>,
+    id: u64,
+}
+
+impl Drop for Listed {
+    fn drop(&mut self) {
+        self.open.remove(self.id);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -159,24 +178,38 @@ mod tests {
     #[tokio::test]
     async fn stop_all_waits_for_every_connection_and_tells_each_to_stop() {
         let open = Arc::new(Open::default());
-        let first = open.add(1);
-        let second = open.add(2);
+        let (first, first_listed) = Open::add(&open, 1);
+        let (second, second_listed) = Open::add(&open, 2);
         let stopping = tokio::spawn({
             let open = open.clone();
             async move { open.stop_all().await }
         });
         first.await.expect("the first connection was told to stop");
-        open.remove(1);
+        drop(first_listed);
         tokio::task::yield_now().await;
         assert!(!stopping.is_finished(), "one connection is still open");
         second
             .await
             .expect("the second connection was told to stop");
-        open.remove(2);
+        drop(second_listed);
         tokio::time::timeout(Duration::from_secs(5), stopping)
             .await
             .expect("stop_all ended once both closed")
             .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_connection_whose_task_panicked_does_not_hold_up_the_stop() {
+        let open = Arc::new(Open::default());
+        let (_stop, listed) = Open::add(&open, 7);
+        let task = tokio::spawn(async move {
+            let _listed = listed;
+            panic!("a handler panicked");
+        });
+        assert!(task.await.unwrap_err().is_panic());
+        tokio::time::timeout(Duration::from_secs(5), open.stop_all())
+            .await
+            .expect("nothing left open");
     }
 
     #[tokio::test]
