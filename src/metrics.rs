@@ -261,6 +261,19 @@ pub fn render_histograms(out: &mut String) {
     SIGNUP_STORE_LATENCY.render(out);
 }
 
+/// Connections open now, in this process (the connection loop counts them).
+pub static OPEN_CONNECTIONS: AtomicU64 = AtomicU64::new(0);
+
+/// The gauges kept in memory: how many connections are open (against the
+/// process's file limit, on launch day).
+pub fn render_gauges(out: &mut String) {
+    let _ = writeln!(
+        out,
+        "# TYPE standby_http_connections_open gauge\nstandby_http_connections_open {}",
+        OPEN_CONNECTIONS.load(Ordering::Relaxed)
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -74,13 +74,20 @@ pub async fn serve_until(
                 },
             );
             let mut conn = pin!(http.serve_connection(TokioIo::new(stream), service));
-            tokio::select! {
+            let ended = tokio::select! {
                 biased;
-                _ = conn.as_mut() => {}
+                ended = conn.as_mut() => ended,
                 _ = stop => {
                     conn.as_mut().graceful_shutdown();
-                    let _ = conn.await;
+                    conn.await
                 }
+            };
+            if ended.is_err_and(|e| e.is_timeout()) {
+                crate::metrics::add(
+                    "standby_http_connections_closed_total",
+                    &[("reason", "header_timeout")],
+                    1.0,
+                );
             }
         });
     }
@@ -101,8 +108,24 @@ async fn accept_failed(e: &std::io::Error) {
     ) {
         return;
     }
+    crate::metrics::add(
+        "standby_http_accept_errors_total",
+        &[("kind", accept_error_kind(e))],
+        1.0,
+    );
     tracing::error!(error = %e, "cannot accept a connection");
     tokio::time::sleep(Duration::from_millis(100)).await;
+}
+
+/// The metrics label of an accept error: the file limits by name, since
+/// they are the ones an operator can raise.
+fn accept_error_kind(e: &std::io::Error) -> &'static str {
+    // EMFILE and ENFILE (the same numbers on Linux, the BSDs and macOS).
+    match e.raw_os_error() {
+        Some(24) => "process_file_limit",
+        Some(23) => "system_file_limit",
+        _ => "other",
+    }
 }
 
 /// The open connections, each with the sender that tells it to stop.
@@ -123,6 +146,7 @@ impl Open {
     fn add(open: &Arc<Open>, id: u64) -> (oneshot::Receiver<()>, Listed) {
         let (tx, rx) = oneshot::channel();
         open.lock().insert(id, Some(tx));
+        crate::metrics::OPEN_CONNECTIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         (
             rx,
             Listed {
@@ -168,15 +192,58 @@ struct Listed {
 impl Drop for Listed {
     fn drop(&mut self) {
         self.open.remove(self.id);
+        crate::metrics::OPEN_CONNECTIONS.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::Ordering;
+
+    /// These tests count `OPEN_CONNECTIONS`, which is the process's: one at a time.
+    static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+    #[tokio::test]
+    async fn the_open_connections_gauge_follows_each_connection() {
+        let _serial = SERIAL.lock().await;
+        let open = Arc::new(Open::default());
+        let before = crate::metrics::OPEN_CONNECTIONS.load(Ordering::Relaxed);
+        let (_a, first) = Open::add(&open, 1);
+        let (_b, second) = Open::add(&open, 2);
+        assert_eq!(
+            crate::metrics::OPEN_CONNECTIONS.load(Ordering::Relaxed),
+            before + 2
+        );
+        drop(first);
+        assert_eq!(
+            crate::metrics::OPEN_CONNECTIONS.load(Ordering::Relaxed),
+            before + 1
+        );
+        drop(second);
+        assert_eq!(
+            crate::metrics::OPEN_CONNECTIONS.load(Ordering::Relaxed),
+            before
+        );
+        let mut out = String::new();
+        crate::metrics::render_gauges(&mut out);
+        assert!(
+            out.contains(&format!("\nstandby_http_connections_open {before}\n")),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn accept_errors_name_the_file_limits() {
+        let err = |n| std::io::Error::from_raw_os_error(n);
+        assert_eq!(accept_error_kind(&err(24)), "process_file_limit");
+        assert_eq!(accept_error_kind(&err(23)), "system_file_limit");
+        assert_eq!(accept_error_kind(&err(12)), "other");
+    }
 
     #[tokio::test]
     async fn stop_all_waits_for_every_connection_and_tells_each_to_stop() {
+        let _serial = SERIAL.lock().await;
         let open = Arc::new(Open::default());
         let (first, first_listed) = Open::add(&open, 1);
         let (second, second_listed) = Open::add(&open, 2);
@@ -200,6 +267,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_connection_whose_task_panicked_does_not_hold_up_the_stop() {
+        let _serial = SERIAL.lock().await;
         let open = Arc::new(Open::default());
         let (_stop, listed) = Open::add(&open, 7);
         let task = tokio::spawn(async move {

@@ -401,6 +401,7 @@ pub async fn metrics(State(state): State<AppState>) -> Result<Response, AppError
     let mut out = String::new();
     crate::metrics::render_counters(&mut out);
     crate::metrics::render_histograms(&mut out);
+    crate::metrics::render_gauges(&mut out);
     let stats = state.store.stats().await?;
     out.push_str("# TYPE standby_registrants gauge\n");
     for (status, n) in [

@@ -75,6 +75,21 @@ async fn a_connection_that_sends_nothing_is_closed_after_the_header_timeout() {
     let started = Instant::now();
     let mut stream = TcpStream::connect(addr).await.unwrap();
     closed_silently_after_the_timeout(&mut stream, started).await;
+    // Counted for the operator (the counter is the process's: at least ours).
+    let metrics = app.get_text("/metrics").await;
+    let closed: f64 = metrics
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("standby_http_connections_closed_total{reason=\"header_timeout\"} ")
+        })
+        .expect("the header timeouts are counted")
+        .parse()
+        .unwrap();
+    assert!(closed >= 1.0, "{metrics}");
+    assert!(
+        metrics.contains("\nstandby_http_connections_open "),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]
