@@ -221,15 +221,7 @@ async fn metrics_in_prometheus_format() {
         202
     );
     app.wait_for_emails(1).await;
-    let text = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = app.get_text("/metrics").await;
     for needle in [
         "standby_http_requests_total{route=\"/api/v1/registrations\",method=\"POST\",status=\"202\"}",
         "standby_http_request_duration_seconds_sum",
@@ -275,15 +267,7 @@ async fn metrics_show_how_long_the_oldest_message_has_waited() {
         202
     );
     app.clock.advance_ms(90_000);
-    let text = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = app.get_text("/metrics").await;
     assert!(
         text.contains("standby_outbox_oldest_waiting_seconds{channel=\"email\"} 90.000"),
         "{text}"

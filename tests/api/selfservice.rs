@@ -138,15 +138,7 @@ async fn pause_resume_and_withdraw_which_erases_personal_data() {
 async fn the_me_page_works_with_plain_forms() {
     let app = spawn_app().await;
     let me = app.registered_and_confirmed(5).await;
-    let html = app
-        .client
-        .get(app.url(&format!("{me}?lang=en")))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let html = app.get_text(&format!("{me}?lang=en")).await;
     assert!(html.contains("on the list"));
     let r = app
         .client
@@ -156,15 +148,7 @@ async fn the_me_page_works_with_plain_forms() {
         .await
         .unwrap();
     assert_eq!(r.status(), 303);
-    let html = app
-        .client
-        .get(app.url(&format!("{me}?saved=1&lang=en")))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let html = app.get_text(&format!("{me}?saved=1&lang=en")).await;
     assert!(html.contains("paused") && html.contains("Changes saved"));
     let r = app
         .client
@@ -190,14 +174,6 @@ async fn the_me_page_works_with_plain_forms() {
         .await
         .unwrap();
     assert_eq!(r.status(), 303);
-    let html = app
-        .client
-        .get(app.url(&format!("{me}?lang=en")))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let html = app.get_text(&format!("{me}?lang=en")).await;
     assert!(html.contains("personal data is erased"));
 }

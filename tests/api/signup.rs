@@ -295,15 +295,7 @@ async fn pages_exist_in_four_languages_without_missing_texts() {
         ("en", "Join the reserve list"),
     ] {
         for path in ["/", "/stats"] {
-            let html = app
-                .client
-                .get(app.url(&format!("{path}?lang={lang}")))
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap();
+            let html = app.get_text(&format!("{path}?lang={lang}")).await;
             assert!(
                 html.contains(&format!("<html lang=\"{lang}\"")),
                 "{path} {lang}"
@@ -340,27 +332,11 @@ async fn stats_page_and_health() {
             .status(),
         202
     );
-    let html = app
-        .client
-        .get(app.url("/stats?lang=en"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let html = app.get_text("/stats?lang=en").await;
     assert!(html.contains("<dd id=\"stats.registered\">1</dd>"));
     assert_eq!(app.get_json("/healthz").await.0, 200);
     assert_eq!(app.get_json("/readyz").await.0, 200);
-    let metrics = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.get_text("/metrics").await;
     assert!(metrics.contains("standby_registrants{status=\"registered\"} 1"));
 }
 
