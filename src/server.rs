@@ -47,7 +47,6 @@ pub async fn serve_until(
         .keep_alive(true);
     let open = Arc::new(Open::default());
     let mut shutdown = pin!(shutdown);
-    let mut next_id: u64 = 0;
     loop {
         let (stream, peer) = tokio::select! {
             biased;
@@ -60,8 +59,7 @@ pub async fn serve_until(
                 }
             },
         };
-        next_id += 1;
-        let (stop, listed) = Open::add(&open, next_id);
+        let (stop, listed) = Open::add(&open);
         let http = http.clone();
         let app = app.clone();
         tokio::spawn(async move {
@@ -132,6 +130,8 @@ fn accept_error_kind(e: &std::io::Error) -> &'static str {
 #[derive(Default)]
 struct Open {
     stops: Mutex<HashMap<u64, Option<oneshot::Sender<()>>>>,
+    /// The id the next connection gets.
+    next_id: std::sync::atomic::AtomicU64,
     /// Woken whenever the last open connection closes.
     emptied: Notify,
 }
@@ -143,7 +143,10 @@ impl Open {
 
     /// Lists a connection: the receiver that tells it to stop, and the
     /// guard that unlists it when dropped.
-    fn add(open: &Arc<Open>, id: u64) -> (oneshot::Receiver<()>, Listed) {
+    fn add(open: &Arc<Open>) -> (oneshot::Receiver<()>, Listed) {
+        let id = open
+            .next_id
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         open.lock().insert(id, Some(tx));
         crate::metrics::OPEN_CONNECTIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -209,8 +212,8 @@ mod tests {
         let _serial = SERIAL.lock().await;
         let open = Arc::new(Open::default());
         let before = crate::metrics::OPEN_CONNECTIONS.load(Ordering::Relaxed);
-        let (_a, first) = Open::add(&open, 1);
-        let (_b, second) = Open::add(&open, 2);
+        let (_a, first) = Open::add(&open);
+        let (_b, second) = Open::add(&open);
         assert_eq!(
             crate::metrics::OPEN_CONNECTIONS.load(Ordering::Relaxed),
             before + 2
@@ -245,8 +248,8 @@ mod tests {
     async fn stop_all_waits_for_every_connection_and_tells_each_to_stop() {
         let _serial = SERIAL.lock().await;
         let open = Arc::new(Open::default());
-        let (first, first_listed) = Open::add(&open, 1);
-        let (second, second_listed) = Open::add(&open, 2);
+        let (first, first_listed) = Open::add(&open);
+        let (second, second_listed) = Open::add(&open);
         let stopping = tokio::spawn({
             let open = open.clone();
             async move { open.stop_all().await }
@@ -269,7 +272,7 @@ mod tests {
     async fn a_connection_whose_task_panicked_does_not_hold_up_the_stop() {
         let _serial = SERIAL.lock().await;
         let open = Arc::new(Open::default());
-        let (_stop, listed) = Open::add(&open, 7);
+        let (_stop, listed) = Open::add(&open);
         let task = tokio::spawn(async move {
             let _listed = listed;
             panic!("a handler panicked");
