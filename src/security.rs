@@ -4,6 +4,7 @@
 use hmac::{Hmac, KeyInit, Mac};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
+use standby_store::NidKey;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Mutex;
@@ -132,14 +133,15 @@ pub fn verify_hmac_hex(key: &[u8], data: &[u8], signature_hex: &str) -> bool {
 
 /// The keyed hash that stands for a national ID everywhere: HMAC-SHA256,
 /// cut to [`KEY_BYTES`].
-pub fn national_id_hash(secret: &[u8], canonical: &str) -> String {
+pub fn national_id_hash(secret: &[u8], canonical: &str) -> NidKey {
     let mut mac =
         <Hmac<Sha256> as KeyInit>::new_from_slice(secret).expect("HMAC takes any key length");
     mac.update(b"national-id:");
     mac.update(canonical.as_bytes());
-    let mut key = String::with_capacity(2 * KEY_BYTES);
-    push_key_hex(&mut key, &mac.finalize().into_bytes());
-    key
+    let digest = mac.finalize().into_bytes();
+    let mut key = [0u8; KEY_BYTES];
+    key.copy_from_slice(&digest[..KEY_BYTES]);
+    NidKey(key)
 }
 
 pub fn hash_password(password: &str) -> anyhow::Result<String> {
@@ -264,7 +266,7 @@ mod tests {
         let a = national_id_hash(b"secret-one-0123456", "BE:85073003328");
         let b = national_id_hash(b"secret-two-0123456", "BE:85073003328");
         assert_ne!(a, b);
-        assert!(!a.contains("85073003328"));
+        assert!(!a.to_string().contains("85073003328"));
         assert_eq!(a, national_id_hash(b"secret-one-0123456", "BE:85073003328"));
     }
 
@@ -274,9 +276,9 @@ mod tests {
         // bits; lookups with the keys made now must find them.
         let whole = hmac_hex(b"secret-one-0123456", b"national-id:BE:85073003328");
         assert_eq!(whole.len(), 64);
+        // Migration 0005 then stores those 32 hex digits as their 16 bytes.
         let key = national_id_hash(b"secret-one-0123456", "BE:85073003328");
-        assert_eq!(key.len(), 32);
-        assert_eq!(key, whole[..32]);
+        assert_eq!(key.to_string(), whole[..32]);
         let token = random_token();
         let whole = format!(
             "{}{}",

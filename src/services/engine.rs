@@ -461,7 +461,7 @@ pub async fn search_appointments(
     let name = if nid.is_none() { Some(q) } else { None };
     Ok(state
         .store
-        .find_appointments(center_id, nid.as_deref(), name)
+        .find_appointments(center_id, nid.as_ref(), name)
         .await?)
 }
 

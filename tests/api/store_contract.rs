@@ -16,9 +16,16 @@ fn message(reference: &str) -> NewMessage {
     }
 }
 
-fn registrant(hash: &str, confirm: &str) -> NewRegistrant {
+/// A national ID's key for the tests: `name`'s bytes, then zeros.
+fn key(name: &str) -> NidKey {
+    let mut k = [0u8; 16];
+    k[..name.len()].copy_from_slice(name.as_bytes());
+    NidKey(k)
+}
+
+fn registrant(nid_hash: NidKey, confirm: &str) -> NewRegistrant {
     NewRegistrant {
-        nid_hash: hash.into(),
+        nid_hash,
         country: "BE".into(),
         birth_ymd: 19_850_730,
         title: None,
@@ -53,9 +60,9 @@ async fn batches_deduplicate_within_and_across() {
     let out = s
         .insert_registrations(
             vec![
-                registrant("h1", "c1"),
-                registrant("h2", "c2"),
-                registrant("h1", "c3"),
+                registrant(key("h1"), "c1"),
+                registrant(key("h2"), "c2"),
+                registrant(key("h1"), "c3"),
             ],
             1,
         )
@@ -80,7 +87,7 @@ async fn batches_deduplicate_within_and_across() {
     }
     assert_ne!(first, second);
     let out = s
-        .insert_registrations(vec![registrant("h2", "c4")], 2)
+        .insert_registrations(vec![registrant(key("h2"), "c4")], 2)
         .await
         .unwrap();
     assert_eq!(out, vec![InsertOutcome::Duplicate]);
@@ -101,9 +108,12 @@ async fn batches_deduplicate_within_and_across() {
 #[tokio::test]
 async fn confirmation_is_once_and_expires() {
     let (s, _t) = store().await;
-    s.insert_registrations(vec![registrant("h1", "c1"), registrant("h2", "c2")], 1)
-        .await
-        .unwrap();
+    s.insert_registrations(
+        vec![registrant(key("h1"), "c1"), registrant(key("h2"), "c2")],
+        1,
+    )
+    .await
+    .unwrap();
     assert!(matches!(
         s.confirm_registrant("c1", "m1", 5).await.unwrap(),
         ConfirmOutcome::Confirmed(_)
@@ -256,7 +266,12 @@ async fn concurrent_batches_repeating_each_others_ids_do_not_deadlock() {
                 ids.reverse();
             }
             ids.into_iter()
-                .map(|i| registrant(&format!("r{round}-h{i:03}"), &format!("r{round}-{side}{i}")))
+                .map(|i| {
+                    registrant(
+                        key(&format!("r{round}-h{i:03}")),
+                        &format!("r{round}-{side}{i}"),
+                    )
+                })
                 .collect::<Vec<_>>()
         };
         let (a, b) = (batch(false, "a"), batch(true, "b"));
@@ -282,7 +297,7 @@ async fn concurrent_batches_repeating_each_others_ids_do_not_deadlock() {
 async fn withdrawal_erases_and_unsent_messages_are_withdrawn() {
     let (s, _t) = store().await;
     let out = s
-        .insert_registrations(vec![registrant("h1", "c1")], 1)
+        .insert_registrations(vec![registrant(key("h1"), "c1")], 1)
         .await
         .unwrap();
     let InsertOutcome::Created(id) = out[0] else {
@@ -309,7 +324,7 @@ async fn withdrawal_erases_and_unsent_messages_are_withdrawn() {
     );
     // The same national ID may register again.
     assert!(matches!(
-        s.insert_registrations(vec![registrant("h1", "c9")], 4)
+        s.insert_registrations(vec![registrant(key("h1"), "c9")], 4)
             .await
             .unwrap()[0],
         InsertOutcome::Created(_)
@@ -445,7 +460,9 @@ async fn later_migrations_keep_existing_data() {
         2,
         &[
             (
-                "INSERT INTO registrants (nid_hash, country, language, status, created_at, status_changed_at) VALUES ('h1', 'BE', 'fr', 'unconfirmed', 1, 1)",
+                // key("h1") as the 32 hex digits stored before 0005, and a
+                // key that is not hex at all, which 0005 must keep.
+                "INSERT INTO registrants (nid_hash, country, language, status, created_at, status_changed_at) VALUES ('68310000000000000000000000000000', 'BE', 'fr', 'unconfirmed', 1, 1), ('odd', 'BE', 'fr', 'unconfirmed', 1, 1)",
                 vec![],
             ),
             (
@@ -457,7 +474,8 @@ async fn later_migrations_keep_existing_data() {
     .await;
     let s = connect(&url).await.unwrap();
     s.migrate().await.unwrap();
-    assert!(s.has_registrant("h1").await.unwrap());
+    assert!(s.has_registrant(&key("h1")).await.unwrap());
+    assert_eq!(s.stats().await.unwrap().registered, 2);
     // The confirmation token made before the migration still confirms.
     assert!(matches!(
         s.confirm_registrant("c1", "m1", 5).await.unwrap(),
@@ -465,14 +483,15 @@ async fn later_migrations_keep_existing_data() {
     ));
     // And new sign-ups work on the migrated schema.
     let out = s
-        .insert_registrations(vec![registrant("h2", "c2")], 6)
+        .insert_registrations(vec![registrant(key("h2"), "c2")], 6)
         .await
         .unwrap();
     assert!(matches!(out[..], [InsertOutcome::Created(_)]));
 }
 
 /// Migration 0004 cuts the keys stored before (whole SHA-256 and HMAC
-/// digests) to the 128 bits kept now: a person registered before is still
+/// digests) to the 128 bits kept now, and 0005 stores the national ID's as
+/// bytes: a person registered before is still
 /// found by their national ID (and not registered twice), and every link sent
 /// before (time-ordered and all-random tokens, invitations) still works.
 #[tokio::test]
@@ -519,17 +538,21 @@ async fn stored_keys_are_cut_to_the_length_made_now() {
     ];
     let (_tmp, url) = database_before(3, &statements).await;
     let s = connect(&url).await.unwrap();
-    assert!(
-        !s.has_registrant(&national_id_hash(secret, "BE:85073003328"))
-            .await
-            .unwrap()
-    );
+    if url.starts_with("sqlite") {
+        // Not found before the migrations (on PostgreSQL the lookup by bytes
+        // cannot even be asked of the text column 0005 converts).
+        assert!(
+            !s.has_registrant(&national_id_hash(secret, "BE:85073003328"))
+                .await
+                .unwrap()
+        );
+    }
     s.migrate().await.unwrap();
     let nid = national_id_hash(secret, "BE:85073003328");
     assert!(s.has_registrant(&nid).await.unwrap());
     // Signing up again with the same ID is a duplicate, not a second person.
     let out = s
-        .insert_registrations(vec![registrant(&nid, &token_hash(&random_token()))], 5)
+        .insert_registrations(vec![registrant(nid, &token_hash(&random_token()))], 5)
         .await
         .unwrap();
     assert!(matches!(out[..], [InsertOutcome::Duplicate]));
@@ -580,7 +603,7 @@ async fn the_backend_queue_answers_each_sign_up_after_its_batch() {
         } else {
             format!("q{i}")
         };
-        let mut r = registrant(&hash, &format!("qc{i}"));
+        let mut r = registrant(key(&hash), &format!("qc{i}"));
         r.confirm_expires_at = 1_000_000;
         let (tx, rx) = tokio::sync::oneshot::channel();
         queue.push(
@@ -639,7 +662,7 @@ async fn a_long_write_ahead_log_starts_over_while_writes_go_on() {
     s.migrate().await.unwrap();
     let batch = |from: usize| {
         (from..from + 20)
-            .map(|i| registrant(&format!("w{i}"), &format!("wc{i}")))
+            .map(|i| registrant(key(&format!("w{i}")), &format!("wc{i}")))
             .collect::<Vec<_>>()
     };
     for b in 0..10 {

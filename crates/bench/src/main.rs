@@ -47,6 +47,15 @@ pub fn num(map: &HashMap<String, String>, key: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
+/// A national ID's key for people stored straight into the database (no
+/// HMAC needed): the scenario's tag, then `n`.
+pub fn bench_key(tag: u8, n: u64) -> standby_store::NidKey {
+    let mut key = [0u8; 16];
+    key[0] = tag;
+    key[8..].copy_from_slice(&n.to_be_bytes());
+    standby_store::NidKey(key)
+}
+
 /// A valid Belgian national register number or Luxembourg matricule, distinct for each `n`.
 pub fn national_id(n: u64) -> (String, String) {
     let year = 1930 + (n % 75) as i32;

@@ -80,7 +80,7 @@ pub async fn run(args: HashMap<String, String>) {
     for n in have..registrants {
         let year = 1930 + (n % 80) as i64;
         batch.push(NewRegistrant {
-            nid_hash: format!("bench-{n}"),
+            nid_hash: crate::bench_key(b'm', n),
             country: "BE".into(),
             birth_ymd: year * 10_000 + 101 + (n % 12) as i64 * 100,
             title: None,

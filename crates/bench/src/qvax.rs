@@ -181,9 +181,9 @@ pub async fn run(args: HashMap<String, String>) {
     let now = jiff::Timestamp::now().as_millisecond();
     let mut batch = Vec::new();
     for n in 0..people {
-        let (country, id) = crate::national_id(n);
+        let country = crate::national_id(n).0;
         batch.push(NewRegistrant {
-            nid_hash: format!("qvax-{country}-{id}"),
+            nid_hash: crate::bench_key(b'q', n),
             country,
             birth_ymd: 19_400_101 + (n % 50) as i64 * 10_000,
             title: None,

@@ -670,13 +670,13 @@ async fn verify(database: &str, secret: &str, accepted: &[u64], before: Option<u
     let mut missing = 0;
     for n in &distinct {
         let (country, id) = crate::national_id(*n);
-        // The server keeps the first 128 bits (32 hex digits).
-        let mut hash = hmac_hex(
+        // The server keeps the first 128 bits.
+        let hash = hmac_hex(
             secret.as_bytes(),
             format!("national-id:{country}:{id}").as_bytes(),
         );
-        hash.truncate(32);
-        if !store.has_registrant(&hash).await.expect("query") {
+        let key = standby_store::NidKey::from_hex(&hash[..32]).expect("hex digest");
+        if !store.has_registrant(&key).await.expect("query") {
             missing += 1;
         }
     }

@@ -128,7 +128,7 @@ pub trait EngineStore: Send + Sync {
     async fn find_appointments(
         &self,
         center_id: i64,
-        nid_hash: Option<&str>,
+        nid_hash: Option<&NidKey>,
         name: Option<&str>,
     ) -> Result<Vec<AppointmentRecord>>;
     async fn appointment(&self, id: i64) -> Result<Option<AppointmentRecord>>;
@@ -227,7 +227,7 @@ pub trait Store: StaffStore + EngineStore + Send + Sync + 'static {
     async fn registrant_raw_row(&self, id: i64) -> Result<Option<Vec<(String, Option<String>)>>>;
     async fn stats(&self) -> Result<Stats>;
     /// Is a registrant with this national-ID hash on the list?
-    async fn has_registrant(&self, nid_hash: &str) -> Result<bool>;
+    async fn has_registrant(&self, nid_hash: &NidKey) -> Result<bool>;
 
     // Messages
     async fn enqueue_message(&self, msg: &NewMessage, now: i64) -> Result<()>;

@@ -68,10 +68,51 @@ impl std::fmt::Debug for OutboxMessage {
     }
 }
 
+/// The keyed hash that stands for a national ID: 128 bits, stored as 16
+/// bytes (migration 0005; 32 hex digits before). Shown as lowercase hex.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NidKey(pub [u8; 16]);
+
+impl NidKey {
+    /// A key from its 32 lowercase or uppercase hex digits.
+    pub fn from_hex(hex: &str) -> Option<NidKey> {
+        let bytes = hex.as_bytes();
+        if bytes.len() != 32 {
+            return None;
+        }
+        let mut key = [0u8; 16];
+        for (k, pair) in key.iter_mut().zip(bytes.chunks_exact(2)) {
+            let digit = |b: u8| (b as char).to_digit(16);
+            *k = (digit(pair[0])? * 16 + digit(pair[1])?) as u8;
+        }
+        Some(NidKey(key))
+    }
+}
+
+impl TryFrom<&[u8]> for NidKey {
+    type Error = std::array::TryFromSliceError;
+    fn try_from(bytes: &[u8]) -> Result<NidKey, Self::Error> {
+        bytes.try_into().map(NidKey)
+    }
+}
+
+impl std::fmt::Display for NidKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.iter().try_for_each(|b| write!(f, "{b:02x}"))
+    }
+}
+
+/// Hex, like [`Display`](std::fmt::Display): a keyed hash, never the ID.
+impl std::fmt::Debug for NidKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "NidKey({self})")
+    }
+}
+
 /// A validated sign-up, ready to store: the national ID only as its keyed hash.
 #[derive(Clone)]
 pub struct NewRegistrant {
-    pub nid_hash: String,
+    pub nid_hash: NidKey,
     pub country: String,
     pub birth_ymd: i64,
     pub title: Option<String>,
@@ -384,4 +425,26 @@ pub struct UserSummary {
     pub email: String,
     pub role: String,
     pub center_id: Option<i64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::NidKey;
+
+    #[test]
+    fn nid_keys_read_and_show_as_32_hex_digits() {
+        let hex = "00ff10a9b2c3d4e5f60718293a4b5c6d";
+        let key = NidKey::from_hex(hex).unwrap();
+        assert_eq!(key.0[0], 0x00);
+        assert_eq!(key.0[1], 0xff);
+        assert_eq!(key.0[15], 0x6d);
+        assert_eq!(key.to_string(), hex);
+        assert_eq!(NidKey::from_hex(&hex.to_uppercase()), Some(key));
+        assert_eq!(format!("{key:?}"), format!("NidKey({hex})"));
+        // Wrong length or a digit that is not hex: no key.
+        assert_eq!(NidKey::from_hex(&hex[..30]), None);
+        assert_eq!(NidKey::from_hex(&format!("{hex}00")), None);
+        assert_eq!(NidKey::from_hex(&format!("{}g", &hex[..31])), None);
+        assert_eq!(NidKey::from_hex("é0ff10a9b2c3d4e5f60718293a4b5c6"), None);
+    }
 }

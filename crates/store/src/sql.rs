@@ -120,6 +120,15 @@ impl SqlStore {
     }
 }
 
+/// A national ID's key as read back from `registrants.nid_hash` (16 bytes).
+fn nid_key(bytes: Vec<u8>) -> Result<NidKey, sqlx::Error> {
+    NidKey::try_from(&bytes[..]).map_err(|_| {
+        sqlx::Error::Decode(
+            format!("registrants.nid_hash holds {} bytes, not 16", bytes.len()).into(),
+        )
+    })
+}
+
 fn registrant_from_row<R: Row>(row: &R) -> Result<RegistrantRecord>
 where
     for<'a> &'a str: sqlx::ColumnIndex<R>,
@@ -381,11 +390,11 @@ impl Store for SqlStore {
         // Multi-row statements: a handful of statements per batch, not per person.
         const CHUNK: usize = 400;
         let today = today_ymd(now);
-        let mut first: std::collections::HashMap<&str, usize> =
+        let mut first: std::collections::HashMap<NidKey, usize> =
             std::collections::HashMap::with_capacity(batch.len());
         let mut unique: Vec<usize> = Vec::with_capacity(batch.len());
         for (i, r) in batch.iter().enumerate() {
-            if let std::collections::hash_map::Entry::Vacant(e) = first.entry(r.nid_hash.as_str()) {
+            if let std::collections::hash_map::Entry::Vacant(e) = first.entry(r.nid_hash) {
                 e.insert(i);
                 unique.push(i);
             }
@@ -399,7 +408,7 @@ impl Store for SqlStore {
             let t0 = std::time::Instant::now();
             let mut tx = p.begin_write().await?;
             let t_begin = t0.elapsed();
-            let mut ids: std::collections::HashMap<String, i64> =
+            let mut ids: std::collections::HashMap<NidKey, i64> =
                 std::collections::HashMap::with_capacity(unique.len());
             for chunk in unique.chunks(CHUNK) {
                 let mut qb = sqlx::QueryBuilder::new(format!(
@@ -407,7 +416,7 @@ impl Store for SqlStore {
                 ));
                 qb.push_values(chunk, |mut b, &i| {
                     let r = &batch[i];
-                    b.push_bind(r.nid_hash.clone())
+                    b.push_bind(r.nid_hash.0.to_vec())
                         .push_bind(r.country.clone())
                         .push_bind(r.birth_ymd)
                         .push_bind(r.title.clone())
@@ -426,7 +435,7 @@ impl Store for SqlStore {
                 });
                 qb.push(" ON CONFLICT (nid_hash) DO NOTHING RETURNING id, nid_hash");
                 for row in qb.build().fetch_all(&mut *tx).await? {
-                    ids.insert(row.try_get(1)?, row.try_get(0)?);
+                    ids.insert(nid_key(row.try_get(1)?)?, row.try_get(0)?);
                 }
             }
             let t_reg = t0.elapsed();
@@ -521,15 +530,12 @@ impl Store for SqlStore {
             );
             // The first occurrence of a hash that got an id was created; everything else is a duplicate.
             Ok((0..batch.len())
-                .map(|i| {
-                    match (
-                        first.get(batch[i].nid_hash.as_str()),
-                        ids.get(&batch[i].nid_hash),
-                    ) {
+                .map(
+                    |i| match (first.get(&batch[i].nid_hash), ids.get(&batch[i].nid_hash)) {
                         (Some(&f), Some(id)) if f == i => InsertOutcome::Created(*id),
                         _ => InsertOutcome::Duplicate,
-                    }
-                })
+                    },
+                )
                 .collect())
         })
     }
@@ -847,7 +853,17 @@ impl Store for SqlStore {
                 None => Ok(None),
                 Some(row) => Ok(Some(
                     COLS.iter()
-                        .map(|c| Ok((c.to_string(), row.try_get::<Option<String>, _>(*c)?)))
+                        .map(|&c| {
+                            let value = if c == "nid_hash" {
+                                // Bytes (migration 0005): shown as hex.
+                                row.try_get::<Option<Vec<u8>>, _>(c)?
+                                    .map(|b| nid_key(b).map(|k| k.to_string()))
+                                    .transpose()?
+                            } else {
+                                row.try_get::<Option<String>, _>(c)?
+                            };
+                            Ok((c.to_string(), value))
+                        })
                         .collect::<Result<Vec<_>, sqlx::Error>>()?,
                 )),
             }
@@ -886,10 +902,10 @@ impl Store for SqlStore {
         })
     }
 
-    async fn has_registrant(&self, nid_hash: &str) -> Result<bool> {
+    async fn has_registrant(&self, nid_hash: &NidKey) -> Result<bool> {
         on_db!(self, |p| {
             let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM registrants WHERE nid_hash = $1")
-                .bind(nid_hash)
+                .bind(&nid_hash.0[..])
                 .fetch_one(p)
                 .await?;
             Ok(n > 0)

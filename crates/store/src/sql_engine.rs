@@ -782,7 +782,7 @@ impl EngineStore for SqlStore {
     async fn find_appointments(
         &self,
         center_id: i64,
-        nid_hash: Option<&str>,
+        nid_hash: Option<&NidKey>,
         name: Option<&str>,
     ) -> Result<Vec<AppointmentRecord>> {
         on_db!(self, |p| {
@@ -793,7 +793,7 @@ impl EngineStore for SqlStore {
             let pattern = name.map(|n| format!("%{}%", n.to_lowercase().replace(['%', '_'], "")));
             let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
                 .bind(center_id)
-                .bind(nid_hash)
+                .bind(nid_hash.map(|k| k.0.to_vec()))
                 .bind(pattern)
                 .fetch_all(p)
                 .await?;

@@ -883,7 +883,7 @@ fn insert_refs(
         )?;
         for r in batch {
             let added = registrant.execute(&[
-                &r.nid_hash,
+                &r.nid_hash.0,
                 &r.country,
                 &r.birth_ymd,
                 &r.title,
