@@ -65,10 +65,11 @@ impl App {
             standby_store::Backend::Postgres => 4,
         };
         let upkeep = store.clone();
+        let upkeep_clock = clock.clone();
         background.spawn(async move {
             loop {
                 tokio::time::sleep(UPKEEP_EVERY).await;
-                if let Err(e) = upkeep.maintenance().await {
+                if let Err(e) = upkeep.maintenance(upkeep_clock.now_ms()).await {
                     tracing::warn!(error = %e, "database upkeep failed");
                 }
             }

@@ -683,7 +683,7 @@ async fn a_long_write_ahead_log_starts_over_while_writes_go_on() {
         })
     };
     for _ in 0..3 {
-        s.maintenance().await.unwrap();
+        s.maintenance(1).await.unwrap();
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let batches = writer.await.unwrap();
@@ -705,15 +705,15 @@ async fn a_long_write_ahead_log_starts_over_while_writes_go_on() {
 #[tokio::test]
 async fn the_upkeep_drops_day_old_throttle_windows_and_looks_for_them_once_a_minute() {
     let (s, _tmp) = store().await;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64;
+    // The injected clock's time, years from the system's: the upkeep judges
+    // "a day old" by it (with the system's time, every window of a test
+    // clock was swept, and a log-in throttle could reset mid-test).
+    let now: i64 = 1_577_836_800_000; // 2020-01-01T00:00:00Z
     let old = now - 2 * 24 * 3600 * 1000;
     // One hit allowed per window: a second hit in a kept window is refused.
     assert!(s.throttle_hit("old", 1000, 1, old).await.unwrap());
     assert!(s.throttle_hit("recent", 60_000, 1, now).await.unwrap());
-    s.maintenance().await.unwrap();
+    s.maintenance(now).await.unwrap();
     assert!(
         s.throttle_hit("old", 1000, 1, old).await.unwrap(),
         "the two-day-old window was dropped, so it counts from one again"
@@ -723,9 +723,14 @@ async fn the_upkeep_drops_day_old_throttle_windows_and_looks_for_them_once_a_min
         "the current window is kept"
     );
     // The upkeep runs several times a second; the sweep waits a minute.
-    s.maintenance().await.unwrap();
+    s.maintenance(now + 1_000).await.unwrap();
     assert!(
         !s.throttle_hit("old", 1000, 1, old).await.unwrap(),
         "not looked for again within the minute"
+    );
+    s.maintenance(now + 61_000).await.unwrap();
+    assert!(
+        s.throttle_hit("old", 1000, 1, old).await.unwrap(),
+        "looked for again once the minute has passed"
     );
 }

@@ -173,9 +173,10 @@ pub trait Store: StaffStore + EngineStore + Send + Sync + 'static {
     async fn ping(&self) -> Result<()>;
     /// Brings every registrant's age band up to `today_ymd` (once a day).
     async fn refresh_bands(&self, today_ymd: i64) -> Result<i64>;
-    /// Periodic upkeep (SQLite: a passive WAL checkpoint). Called four
-    /// times a second.
-    async fn maintenance(&self) -> Result<()>;
+    /// Periodic upkeep (SQLite: a passive WAL checkpoint; day-old throttle
+    /// windows dropped, judged by `now`, the injected clock's time). Called
+    /// four times a second.
+    async fn maintenance(&self, now: i64) -> Result<()>;
     /// SQLite on a file: extends the write-ahead log with zeros to `bytes`
     /// (at most a quarter of the free disk space) so that a surge's commits
     /// write over them instead of growing the file. Returns the bytes

@@ -303,13 +303,14 @@ impl Store for SqlStore {
         })
     }
 
-    async fn maintenance(&self) -> Result<()> {
+    async fn maintenance(&self, now: i64) -> Result<()> {
         // Throttle windows older than a day are of no use to anyone. Looked
         // for with a read, which never waits on the writer; deleted, when
         // there are some, in turn with this process's other writers (SQLite:
         // a write outside the writer slot meets the sign-up writer on the
-        // database lock, and SQLite's busy handler then sleeps).
-        let now = now_ms();
+        // database lock, and SQLite's busy handler then sleeps). `now` is
+        // the clock the windows were counted by: with the system's time a
+        // test clock days behind it saw its current windows swept away.
         let swept = self
             .throttle_swept
             .load(std::sync::atomic::Ordering::Relaxed);
