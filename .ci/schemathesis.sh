@@ -4,7 +4,7 @@
 # conforms to the schema. Loopback only, bounded in time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-command -v schemathesis >/dev/null || python3 -m pip install --quiet schemathesis
+command -v schemathesis >/dev/null || python3 -m pip install --quiet 'schemathesis>=4.32,<5'
 BIN=${STANDBY_BIN:-target/debug/standby}
 [ -x "$BIN" ] || cargo build --quiet --bin standby
 WORK=$(mktemp -d)

@@ -19,12 +19,12 @@ fi
 
 if ! python3 -c "import aiosmtpd" 2>/dev/null; then
   echo "setup: installing aiosmtpd from PyPI"
-  python3 -m pip install --quiet aiosmtpd 2>/dev/null || apt_install python3-aiosmtpd
+  python3 -m pip install --quiet 'aiosmtpd>=1.4,<2' 2>/dev/null || apt_install python3-aiosmtpd
 fi
 
 if ! command -v schemathesis >/dev/null; then
   echo "setup: installing schemathesis from PyPI"
-  python3 -m pip install --quiet schemathesis
+  python3 -m pip install --quiet 'schemathesis>=4.32,<5'
 fi
 
 PGHOST=127.0.0.1
