@@ -670,12 +670,7 @@ async fn verify(database: &str, secret: &str, accepted: &[u64], before: Option<u
     let mut missing = 0;
     for n in &distinct {
         let (country, id) = crate::national_id(*n);
-        // The server keeps the first 128 bits.
-        let hash = hmac_hex(
-            secret.as_bytes(),
-            format!("national-id:{country}:{id}").as_bytes(),
-        );
-        let key = standby_store::NidKey::from_hex(&hash[..32]).expect("hex digest");
+        let key = national_id_key(secret.as_bytes(), &country, &id);
         if !store.has_registrant(&key).await.expect("query") {
             missing += 1;
         }
@@ -741,11 +736,14 @@ async fn verify_pretix(database: &str, accepted: &[u64]) {
     }
 }
 
-fn hmac_hex(key: &[u8], data: &[u8]) -> String {
+/// The key the server stores for a national ID: the first 128 bits of its
+/// HMAC-SHA256 (as `standby::security::national_id_hash`).
+fn national_id_key(secret: &[u8], country: &str, id: &str) -> standby_store::NidKey {
     use hmac::{Hmac, KeyInit, Mac};
-    let mut mac = <Hmac<sha2::Sha256> as KeyInit>::new_from_slice(key).expect("any key length");
-    mac.update(data);
-    hex::encode(mac.finalize().into_bytes())
+    let mut mac = <Hmac<sha2::Sha256> as KeyInit>::new_from_slice(secret).expect("any key length");
+    mac.update(format!("national-id:{country}:{id}").as_bytes());
+    let digest = mac.finalize().into_bytes();
+    standby_store::NidKey::try_from(&digest[..16]).expect("a digest of 32 bytes")
 }
 
 #[cfg(test)]

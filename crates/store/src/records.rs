@@ -73,22 +73,6 @@ impl std::fmt::Debug for OutboxMessage {
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct NidKey(pub [u8; 16]);
 
-impl NidKey {
-    /// A key from its 32 lowercase or uppercase hex digits.
-    pub fn from_hex(hex: &str) -> Option<NidKey> {
-        let bytes = hex.as_bytes();
-        if bytes.len() != 32 {
-            return None;
-        }
-        let mut key = [0u8; 16];
-        for (k, pair) in key.iter_mut().zip(bytes.chunks_exact(2)) {
-            let digit = |b: u8| (b as char).to_digit(16);
-            *k = (digit(pair[0])? * 16 + digit(pair[1])?) as u8;
-        }
-        Some(NidKey(key))
-    }
-}
-
 impl TryFrom<&[u8]> for NidKey {
     type Error = std::array::TryFromSliceError;
     fn try_from(bytes: &[u8]) -> Result<NidKey, Self::Error> {
@@ -432,19 +416,18 @@ mod tests {
     use super::NidKey;
 
     #[test]
-    fn nid_keys_read_and_show_as_32_hex_digits() {
+    fn nid_keys_are_16_bytes_shown_as_32_hex_digits() {
+        let bytes = [
+            0x00, 0xff, 0x10, 0xa9, 0xb2, 0xc3, 0xd4, 0xe5, 0xf6, 0x07, 0x18, 0x29, 0x3a, 0x4b,
+            0x5c, 0x6d,
+        ];
+        let key = NidKey::try_from(&bytes[..]).unwrap();
+        assert_eq!(key.0, bytes);
         let hex = "00ff10a9b2c3d4e5f60718293a4b5c6d";
-        let key = NidKey::from_hex(hex).unwrap();
-        assert_eq!(key.0[0], 0x00);
-        assert_eq!(key.0[1], 0xff);
-        assert_eq!(key.0[15], 0x6d);
         assert_eq!(key.to_string(), hex);
-        assert_eq!(NidKey::from_hex(&hex.to_uppercase()), Some(key));
         assert_eq!(format!("{key:?}"), format!("NidKey({hex})"));
-        // Wrong length or a digit that is not hex: no key.
-        assert_eq!(NidKey::from_hex(&hex[..30]), None);
-        assert_eq!(NidKey::from_hex(&format!("{hex}00")), None);
-        assert_eq!(NidKey::from_hex(&format!("{}g", &hex[..31])), None);
-        assert_eq!(NidKey::from_hex("é0ff10a9b2c3d4e5f60718293a4b5c6"), None);
+        // Any other length (a key stored before migration 0005 as text, say) is no key.
+        assert!(NidKey::try_from(&bytes[..15]).is_err());
+        assert!(NidKey::try_from(hex.as_bytes()).is_err());
     }
 }
