@@ -34,6 +34,8 @@ pub struct SqlStore {
     sqlite_path: Option<std::path::PathBuf>,
     /// When `maintenance` last looked for day-old throttle windows (ms).
     throttle_swept: std::sync::Arc<std::sync::atomic::AtomicI64>,
+    /// SQLite: the writer's sign-up count at the last upkeep, and when.
+    last_upkeep: std::sync::Arc<std::sync::Mutex<Option<(u64, std::time::Instant)>>>,
 }
 
 /// Throttle windows are dropped a day after they end: looking for them
@@ -49,6 +51,35 @@ impl SqlStore {
     pub fn with_wal_restart_frames(mut self, frames: i64) -> Self {
         self.wal_restart_frames = frames.max(1);
         self
+    }
+
+    /// Whether this round of upkeep leaves the log to a quieter time: the
+    /// writer's sign-ups since the last round, over the time since, and the
+    /// log's length decide (`defer_checkpoint`).
+    fn surge_defers_checkpoint(&self) -> bool {
+        let Some(writer) = &self.sqlite_writer else {
+            return false;
+        };
+        let load = writer.load();
+        let (committed, frames, now) = (
+            load.committed(),
+            load.log_frames(),
+            std::time::Instant::now(),
+        );
+        let mut last = self.last_upkeep.lock().unwrap_or_else(|e| e.into_inner());
+        let defer = last.is_some_and(|(count, at)| {
+            defer_checkpoint(
+                committed.saturating_sub(count),
+                now.duration_since(at),
+                frames,
+                self.wal_restart_frames,
+            )
+        });
+        *last = Some((committed, now));
+        if defer {
+            tracing::debug!(frames, "checkpoint deferred: a surge of sign-ups");
+        }
+        defer
     }
 
     pub async fn connect(url: &str) -> Result<Self> {
@@ -93,6 +124,7 @@ impl SqlStore {
                 wal_restart_frames: WAL_RESTART_FRAMES,
                 sqlite_path: sqlite_file(url),
                 throttle_swept: Default::default(),
+                last_upkeep: Default::default(),
             })
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             // Short OLTP queries only: JIT compilation costs more than it saves.
@@ -109,6 +141,7 @@ impl SqlStore {
                 wal_restart_frames: WAL_RESTART_FRAMES,
                 sqlite_path: None,
                 throttle_swept: Default::default(),
+                last_upkeep: Default::default(),
             })
         } else {
             Err(StoreError::UnsupportedUrl)
@@ -343,8 +376,13 @@ impl Store for SqlStore {
             });
         }
         // SQLite: folds the write-ahead log back into the database without
-        // blocking writers, on the checkpointer's low-priority thread.
-        if let Some(checkpointer) = &self.checkpointer {
+        // blocking writers, on the checkpointer's low-priority thread;
+        // during a surge, once it is over (`defer_checkpoint`).
+        if let Some(checkpointer) = self
+            .checkpointer
+            .as_ref()
+            .filter(|_| !self.surge_defers_checkpoint())
+        {
             checkpointer
                 .checkpoint(self.wal_restart_frames, WAL_RESTART_TAIL)
                 .await
@@ -1386,6 +1424,31 @@ const WAL_RESTART_FRAMES: i64 = 262_144;
 /// holds the writer slot (a few milliseconds of writing).
 const WAL_RESTART_TAIL: i64 = 1024;
 
+/// Sign-ups a second from which the upkeep counts the load as a surge.
+const SURGE_SIGNUPS_PER_S: u64 = 2_000;
+
+/// Whether a round of upkeep leaves the log as it is, given the sign-ups
+/// the writer took since the last round, the time since, and the log's
+/// length. A checkpoint pass copies what the log gained since the one
+/// before into the database file and syncs that file: during a surge, tens
+/// of megabytes a second, whose writing the log's own syncs then wait
+/// behind, on a disk and two cores the sign-ups need. So while sign-ups
+/// come at a surge's rate the passes wait for it to end, as long as the log
+/// holds less than half the length at which it is started over; past that
+/// they run every round again, so that the database file is close behind
+/// when the log starts over.
+pub(crate) fn defer_checkpoint(
+    signups: u64,
+    elapsed: Duration,
+    log_frames: i64,
+    restart_frames: i64,
+) -> bool {
+    let elapsed_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
+    let surge = elapsed_ms > 0
+        && signups.saturating_mul(1000) >= SURGE_SIGNUPS_PER_S.saturating_mul(elapsed_ms);
+    surge && log_frames < restart_frames / 2
+}
+
 pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -1411,3 +1474,62 @@ pub(crate) fn today_ymd(now_ms: i64) -> i64 {
 
 /// A self-service link stays valid for a year and a half.
 pub const ME_TOKEN_LIFETIME_MS: i64 = 548 * 24 * 3600 * 1000;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RESTART: i64 = WAL_RESTART_FRAMES;
+
+    #[test]
+    fn a_surge_defers_the_checkpoint_while_the_log_is_under_half_its_restart_length() {
+        let quarter_second = Duration::from_millis(250);
+        // 2,000 sign-ups a second or more is a surge.
+        assert!(defer_checkpoint(500, quarter_second, 1_000, RESTART));
+        assert!(defer_checkpoint(
+            20_000,
+            quarter_second,
+            RESTART / 2 - 1,
+            RESTART
+        ));
+        // Fewer is a quiet time: the log is checkpointed as usual.
+        assert!(!defer_checkpoint(499, quarter_second, 1_000, RESTART));
+        assert!(!defer_checkpoint(0, quarter_second, 0, RESTART));
+        // Half the restart length or more: checkpointed even in a surge, so
+        // the database file is close behind when the log starts over.
+        assert!(!defer_checkpoint(
+            20_000,
+            quarter_second,
+            RESTART / 2,
+            RESTART
+        ));
+        assert!(!defer_checkpoint(
+            20_000,
+            quarter_second,
+            RESTART + 5,
+            RESTART
+        ));
+        // The rate is over the time since the last round, however long.
+        assert!(defer_checkpoint(
+            4_000,
+            Duration::from_secs(2),
+            1_000,
+            RESTART
+        ));
+        assert!(!defer_checkpoint(
+            3_999,
+            Duration::from_secs(2),
+            1_000,
+            RESTART
+        ));
+        // No time measured (two rounds at once): no rate, no deferral.
+        assert!(!defer_checkpoint(10_000, Duration::ZERO, 1_000, RESTART));
+        // No overflow however many.
+        assert!(defer_checkpoint(
+            u64::MAX,
+            Duration::from_millis(1),
+            1_000,
+            RESTART
+        ));
+    }
+}

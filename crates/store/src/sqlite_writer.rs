@@ -23,6 +23,7 @@ use crate::records::{InsertOutcome, NewRegistrant};
 use crate::sql::today_ymd;
 use rusqlite::{Statement, ToSql, TransactionBehavior};
 use std::path::Path;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::mpsc;
 use tokio::sync::oneshot;
 
@@ -152,8 +153,93 @@ fn query_one<T>(
 type Call = Box<dyn FnOnce(&mut rusqlite::Connection) -> Answer + Send>;
 type Answer = Box<dyn FnOnce(Option<&str>) + Send>;
 
-/// Most sign-ups the writer thread commits in one transaction.
+/// Most sign-ups one batch commits in one transaction (the PostgreSQL
+/// write loops' batches).
 pub const MAX_BATCH: usize = 2048;
+
+/// Most sign-ups the SQLite writer thread commits in one transaction. Under
+/// a closed loop of 1,000 clients, batches of up to 2,048 came in pulses (a
+/// batch of 600, then the writer idle while its answers went out and the
+/// next requests came in); at 512 the work flows more evenly, and the p99
+/// fell (BENCHMARKS.md, thirteenth session) for a few more commits.
+pub const WRITER_BATCH: usize = 512;
+
+/// What the writer thread has done, read by the upkeep to tell a surge of
+/// sign-ups from a quiet time (`defer_checkpoint`).
+#[derive(Debug, Default)]
+pub(crate) struct WriterLoad {
+    /// Sign-ups committed (or refused as repeats) since the thread started.
+    committed: AtomicU64,
+    /// The log's length in frames after the writer's last commit, as
+    /// SQLite's WAL hook reports it; small again once the log starts over.
+    log_frames: AtomicI64,
+}
+
+impl WriterLoad {
+    pub(crate) fn committed(&self) -> u64 {
+        self.committed.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn log_frames(&self) -> i64 {
+        self.log_frames.load(Ordering::Relaxed)
+    }
+
+    fn add(&self, signups: usize) {
+        self.committed.fetch_add(signups as u64, Ordering::Relaxed);
+    }
+}
+
+/// The writer's connection with SQLite's WAL hook recording the log's
+/// length in a `WriterLoad` after every commit (the hook replaces SQLite's
+/// automatic checkpoints, which are off on this connection anyway). On drop
+/// the hook is removed first, and only then is its reference released.
+struct Hooked {
+    conn: rusqlite::Connection,
+    load: *const WriterLoad,
+}
+
+impl Hooked {
+    fn new(conn: rusqlite::Connection, load: std::sync::Arc<WriterLoad>) -> Self {
+        let load = std::sync::Arc::into_raw(load);
+        // SAFETY: `conn` is open and used by this thread only; `load` stays
+        // alive (its count held by this value) until `drop`, which removes
+        // the hook before releasing it.
+        unsafe {
+            rusqlite::ffi::sqlite3_wal_hook(
+                conn.handle(),
+                Some(record_log_length),
+                load.cast_mut().cast(),
+            );
+        }
+        Hooked { conn, load }
+    }
+}
+
+impl Drop for Hooked {
+    fn drop(&mut self) {
+        // SAFETY: as in `new`; after this call SQLite no longer holds
+        // `load`, so the count `new` took can be given back.
+        unsafe {
+            rusqlite::ffi::sqlite3_wal_hook(self.conn.handle(), None, std::ptr::null_mut());
+            drop(std::sync::Arc::from_raw(self.load));
+        }
+    }
+}
+
+/// SQLite's WAL hook: called after each commit of the writer's connection
+/// with the number of frames now in the log.
+unsafe extern "C" fn record_log_length(
+    load: *mut std::ffi::c_void,
+    _db: *mut rusqlite::ffi::sqlite3,
+    _name: *const std::ffi::c_char,
+    frames: std::ffi::c_int,
+) -> std::ffi::c_int {
+    // SAFETY: `load` is the pointer `Hooked::new` registered, alive until
+    // `Hooked` drops, which removes this hook first.
+    let load = unsafe { &*load.cast_const().cast::<WriterLoad>() };
+    load.log_frames.store(i64::from(frames), Ordering::Relaxed);
+    rusqlite::ffi::SQLITE_OK
+}
 
 /// Work for the writer thread.
 // Sign-ups are nearly all of it: not boxed, no allocation each.
@@ -177,6 +263,7 @@ struct Direct {
 pub(crate) struct SqliteWriter {
     jobs: mpsc::Sender<Job>,
     direct: std::sync::Arc<std::sync::Mutex<Option<std::sync::Arc<Direct>>>>,
+    load: std::sync::Arc<WriterLoad>,
 }
 
 impl SqliteWriter {
@@ -194,11 +281,30 @@ impl SqliteWriter {
                 sync_loop(to_sync, || sync_log(&wal, &mut log))
             })
             .map_err(|e| format!("cannot start the sign-up syncer: {e}"))?;
+        let load = std::sync::Arc::new(WriterLoad::default());
+        let counted = load.clone();
         std::thread::Builder::new()
             .name("sqlite-signups".into())
-            .spawn(move || run(conn, rx, seen, synced))
+            .spawn(move || {
+                run(
+                    Hooked::new(conn, counted.clone()),
+                    &counted,
+                    rx,
+                    seen,
+                    synced,
+                )
+            })
             .map_err(|e| format!("cannot start the sign-up writer: {e}"))?;
-        Ok(SqliteWriter { jobs: tx, direct })
+        Ok(SqliteWriter {
+            jobs: tx,
+            direct,
+            load,
+        })
+    }
+
+    /// What the thread has done so far (sign-ups, the log's length).
+    pub(crate) fn load(&self) -> &WriterLoad {
+        &self.load
     }
 
     /// Lets callers hand sign-ups straight to the thread (`push`). `now`
@@ -213,9 +319,11 @@ impl SqliteWriter {
         batch: Vec<NewRegistrant>,
         now: i64,
     ) -> Result<Vec<InsertOutcome>, String> {
+        let load = self.load.clone();
         self.call(move |conn| {
             let started = std::time::Instant::now();
             let r = insert(conn, &batch, now);
+            load.add(batch.len());
             tracing::debug!(
                 size = batch.len(),
                 duration_us = started.elapsed().as_micros() as u64,
@@ -465,13 +573,15 @@ pub(crate) fn connect(path: &Path) -> rusqlite::Result<rusqlite::Connection> {
 }
 
 fn run(
-    mut conn: rusqlite::Connection,
+    mut hooked: Hooked,
+    load: &WriterLoad,
     jobs: mpsc::Receiver<Job>,
     direct: std::sync::Arc<std::sync::Mutex<Option<std::sync::Arc<Direct>>>>,
     synced: mpsc::Sender<Durable>,
 ) {
+    let conn = &mut hooked.conn;
     let mut later: std::collections::VecDeque<Call> = std::collections::VecDeque::new();
-    let mut batch: Vec<(NewRegistrant, crate::Reply)> = Vec::with_capacity(MAX_BATCH);
+    let mut batch: Vec<(NewRegistrant, crate::Reply)> = Vec::with_capacity(WRITER_BATCH);
     loop {
         let job = match later.pop_front() {
             Some(call) => Job::Call(call),
@@ -482,7 +592,7 @@ fn run(
         };
         match job {
             Job::Call(call) => {
-                if let Some(answer) = run_call(&mut conn, call) {
+                if let Some(answer) = run_call(conn, call) {
                     to_syncer(&synced, Durable::Call(answer));
                 }
             }
@@ -490,7 +600,7 @@ fn run(
                 // Everything already waiting joins this transaction; other
                 // work met on the way runs right after it.
                 batch.push((reg, reply));
-                while batch.len() < MAX_BATCH {
+                while batch.len() < WRITER_BATCH {
                     match jobs.try_recv() {
                         Ok(Job::Signup(reg, reply)) => batch.push((reg, reply)),
                         Ok(Job::Call(call)) => later.push_back(call),
@@ -498,7 +608,8 @@ fn run(
                     }
                 }
                 let current = direct.lock().unwrap_or_else(|e| e.into_inner()).clone();
-                let done = run_batch(&mut conn, &mut batch, current);
+                load.add(batch.len());
+                let done = run_batch(conn, &mut batch, current);
                 to_syncer(&synced, Durable::Batch(done));
             }
         }
@@ -989,6 +1100,112 @@ mod tests {
                 "{sql}"
             );
         }
+    }
+
+    /// A sign-up whose national-ID key and tokens are told apart by `i`.
+    fn signup(i: usize) -> NewRegistrant {
+        let mut key = [0u8; 16];
+        key[..8].copy_from_slice(&(i as u64).to_be_bytes());
+        NewRegistrant {
+            nid_hash: crate::records::NidKey(key),
+            country: "BE".into(),
+            birth_ymd: 19_850_730,
+            title: None,
+            first_name: "A".into(),
+            last_name: "B".into(),
+            email: "a@b.be".into(),
+            phone: None,
+            language: "fr".into(),
+            centers: vec![],
+            availability: vec![(0, 540, 720)],
+            confirm_hash: format!("c{i}"),
+            confirm_expires_at: 10_000,
+            me_hash: format!("m{i}"),
+            me_expires_at: 10_000,
+            message: None,
+            confirmed_at: None,
+        }
+    }
+
+    #[test]
+    fn a_surge_is_committed_in_batches_of_at_most_writer_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(migrated(dir.path()));
+        let writer = SqliteWriter::open(&dir.path().join("db")).unwrap();
+        let sizes: Arc<Mutex<Vec<usize>>> = Arc::default();
+        let seen = sizes.clone();
+        writer.accept_direct(
+            Arc::new(|| 1),
+            Arc::new(move |r: &crate::BatchReport| seen.lock().unwrap().push(r.size)),
+        );
+        // The thread is held until the whole surge waits behind it.
+        let (release, held) = mpsc::channel::<()>();
+        writer
+            .jobs
+            .send(Job::Call(Box::new(move |_| {
+                held.recv().unwrap();
+                Box::new(|_| {})
+            })))
+            .unwrap();
+        let n = 2 * WRITER_BATCH + 100;
+        let (answered, answers) = mpsc::channel();
+        for i in 0..n {
+            let answered = answered.clone();
+            crate::RegistrationQueue::push(
+                &writer,
+                signup(i),
+                Box::new(move |outcome| answered.send(outcome).unwrap()),
+            );
+        }
+        release.send(()).unwrap();
+        for _ in 0..n {
+            let outcome = answers.recv().unwrap().unwrap();
+            assert!(matches!(outcome, InsertOutcome::Created(_)), "{outcome:?}");
+        }
+        // Each batch is reported right after its answers.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while sizes.lock().unwrap().iter().sum::<usize>() < n {
+            assert!(std::time::Instant::now() < deadline, "{sizes:?}");
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        assert_eq!(*sizes.lock().unwrap(), [WRITER_BATCH, WRITER_BATCH, 100]);
+        assert_eq!(writer.load().committed(), n as u64);
+    }
+
+    #[test]
+    fn the_writer_knows_the_logs_length_after_each_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let load = Arc::new(WriterLoad::default());
+        let hooked = Hooked::new(connect(&path).unwrap(), load.clone());
+        let other = connect(&path).unwrap();
+        // The log's length as a passive checkpoint of another connection
+        // finds it (its second column).
+        let frames = || {
+            other
+                .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(1))
+                .unwrap()
+        };
+        assert_eq!(load.log_frames(), 0, "nothing committed yet");
+        hooked
+            .conn
+            .execute_batch("CREATE TABLE t (x INTEGER PRIMARY KEY, v TEXT)")
+            .unwrap();
+        let first = load.log_frames();
+        assert!(first > 0);
+        assert_eq!(first, frames());
+        for x in 0..50 {
+            hooked
+                .conn
+                .execute("INSERT INTO t (v) VALUES (?1)", [format!("{x:0>500}")])
+                .unwrap();
+        }
+        assert!(load.log_frames() > first);
+        assert_eq!(load.log_frames(), frames());
+        // Dropped, the connection gives back the hook's hold on `load`.
+        assert_eq!(Arc::strong_count(&load), 2);
+        drop(hooked);
+        assert_eq!(Arc::strong_count(&load), 1);
     }
 
     #[test]
