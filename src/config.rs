@@ -325,14 +325,50 @@ fn load_or_create_secret(database_url: &str) -> Result<Vec<u8>, ConfigError> {
             )
         })?;
     }
-    write_private(&file, &secret).map_err(|e| {
+    let kept = create_private_once(&file, &secret).map_err(|e| {
         bad(
             "STANDBY_SECRET",
             format!("cannot write {}: {e}", file.display()),
         )
     })?;
-    tracing::warn!(path = %file.display(), "STANDBY_SECRET is not set: generated one and kept it beside the database; back it up with the database");
-    Ok(secret.into_bytes())
+    match kept {
+        Some(theirs) => Ok(theirs.into_bytes()),
+        None => {
+            tracing::warn!(path = %file.display(), "STANDBY_SECRET is not set: generated one and kept it beside the database; back it up with the database");
+            Ok(secret.into_bytes())
+        }
+    }
+}
+
+/// Writes `content` to `path` unless another process (several may share one
+/// SQLite file, started together) got there first: then answers what that
+/// one wrote, `None` when ours was kept. The content goes to a private file
+/// of this process's first, synced, and is then linked to `path`, which
+/// fails if `path` exists; so `path` is never seen half-written, and every
+/// process ends with the one secret.
+fn create_private_once(path: &std::path::Path, content: &str) -> std::io::Result<Option<String>> {
+    static TRIES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let attempt = TRIES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(format!(".{}-{attempt}.new", std::process::id()));
+    let tmp = PathBuf::from(tmp);
+    // Left by an earlier process of this number that stopped half-way.
+    let _ = std::fs::remove_file(&tmp);
+    write_private(&tmp, content)?;
+    let linked = std::fs::hard_link(&tmp, path);
+    let _ = std::fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => {
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::File::open(dir)?.sync_all()?;
+            }
+            Ok(None)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            Ok(Some(std::fs::read_to_string(path)?.trim().to_string()))
+        }
+        Err(e) => Err(e),
+    }
 }
 
 fn write_private(path: &std::path::Path, content: &str) -> std::io::Result<()> {
@@ -461,5 +497,33 @@ mod tests {
         let b = Config::load(None, Some(url), &|_| None).unwrap().secret;
         assert_eq!(a, b);
         assert!(dir.path().join("s.db.secret").exists());
+    }
+
+    #[test]
+    fn processes_started_together_keep_one_secret() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("s.db.secret");
+        // The secrets several processes generated at once, each trying to
+        // keep its own: all end with the first one kept.
+        let kept: Vec<String> = std::thread::scope(|scope| {
+            let tries: Vec<_> = (0..8)
+                .map(|i| {
+                    let file = &file;
+                    scope.spawn(move || {
+                        let mine = format!("{i:0>40}");
+                        create_private_once(file, &mine).unwrap().unwrap_or(mine)
+                    })
+                })
+                .collect();
+            tries.into_iter().map(|t| t.join().unwrap()).collect()
+        });
+        let on_disk = std::fs::read_to_string(&file).unwrap();
+        assert!(kept.iter().all(|k| *k == on_disk), "{kept:?} {on_disk}");
+        // Nothing left beside it but the secret itself.
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["s.db.secret"]);
     }
 }

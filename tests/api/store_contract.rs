@@ -650,6 +650,41 @@ fn wal_salt(db: &std::path::Path) -> [u8; 4] {
     bytes[16..20].try_into().unwrap()
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn processes_started_together_on_a_new_sqlite_file_all_migrate_it() {
+    if pg_admin_url().is_some() {
+        return; // PostgreSQL's migrations take sqlx's advisory lock.
+    }
+    for round in 0..3 {
+        let tmp = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/new-{round}.db", tmp.path().display());
+        // Four stores (as four processes would) open the file before any
+        // of them has migrated it, then migrate it at the same moment.
+        let mut stores = Vec::new();
+        for _ in 0..4 {
+            stores.push(connect(&url).await.unwrap());
+        }
+        let start = std::sync::Arc::new(tokio::sync::Barrier::new(stores.len()));
+        let runs: Vec<_> = stores
+            .into_iter()
+            .map(|s| {
+                let start = start.clone();
+                tokio::spawn(async move {
+                    start.wait().await;
+                    s.migrate().await.map(|()| s)
+                })
+            })
+            .collect();
+        let mut migrated = Vec::new();
+        for run in runs {
+            migrated.push(run.await.unwrap().expect("every store migrates"));
+        }
+        for s in &migrated {
+            assert_eq!(s.stats().await.unwrap().registered, 0);
+        }
+    }
+}
+
 #[tokio::test]
 async fn a_long_write_ahead_log_starts_over_while_writes_go_on() {
     if pg_admin_url().is_some() {

@@ -315,7 +315,13 @@ impl Store for SqlStore {
 
     async fn migrate(&self) -> Result<()> {
         match &self.db {
-            Db::Sqlite(p) => sqlx::migrate!("./migrations/sqlite").run(p).await?,
+            Db::Sqlite(p) => {
+                let _lock = match &self.sqlite_path {
+                    Some(path) => Some(migration_lock(path).await?),
+                    None => None,
+                };
+                sqlx::migrate!("./migrations/sqlite").run(p).await?
+            }
             Db::Pg(p) => sqlx::migrate!("./migrations/postgres").run(p).await?,
         }
         Ok(())
@@ -1465,6 +1471,37 @@ pub fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
     let path = rest.split('?').next().unwrap_or("");
     (!path.is_empty() && !path.starts_with(":memory:") && !url.contains("mode=memory"))
         .then(|| std::path::PathBuf::from(path))
+}
+
+/// Several processes may share one SQLite file (`STANDBY_REUSE_PORT`).
+/// Started together on a new file, each would apply the migrations (sqlx
+/// locks nothing on SQLite, unlike PostgreSQL's advisory lock) and all but
+/// the first would fail on tables that already exist. So migrations on a
+/// file run while this process holds an exclusive `flock` on the file's
+/// directory (its own lock, apart from SQLite's locks on the files): the
+/// others wait, then find nothing left to apply. Released when dropped.
+async fn migration_lock(db: &std::path::Path) -> Result<std::fs::File> {
+    let dir = match db.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    };
+    let locked = tokio::task::spawn_blocking(move || {
+        use std::os::fd::AsRawFd;
+        let file = std::fs::File::open(&dir)?;
+        // SAFETY: flock only reads its two integer arguments; the
+        // descriptor is open for as long as `file` lives.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(file)
+    })
+    .await
+    .map_err(|e| StoreError::Writer(format!("cannot lock the database for migrating: {e}")))?;
+    locked.map_err(|e| {
+        StoreError::Writer(format!(
+            "cannot lock the database's directory for migrating: {e}"
+        ))
+    })
 }
 
 pub(crate) fn today_ymd(now_ms: i64) -> i64 {
