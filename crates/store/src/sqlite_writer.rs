@@ -168,7 +168,8 @@ pub const WRITER_BATCH: usize = 512;
 /// sign-ups from a quiet time (`defer_checkpoint`).
 #[derive(Debug, Default)]
 pub(crate) struct WriterLoad {
-    /// Sign-ups committed (or refused as repeats) since the thread started.
+    /// Sign-ups the thread has taken into batches since it started
+    /// (stored, found to repeat an ID, or failed with their batch).
     committed: AtomicU64,
     /// The log's length in frames after the writer's last commit, as
     /// SQLite's WAL hook reports it; small again once the log starts over.
