@@ -34,8 +34,8 @@ pub struct SqlStore {
     sqlite_path: Option<std::path::PathBuf>,
     /// When `maintenance` last looked for day-old throttle windows (ms).
     throttle_swept: std::sync::Arc<std::sync::atomic::AtomicI64>,
-    /// SQLite: the writer's sign-up count at the last upkeep, and when.
-    last_upkeep: std::sync::Arc<std::sync::Mutex<Option<(u64, std::time::Instant)>>>,
+    /// SQLite: the writer's sign-ups and batches at the last upkeep, and when.
+    last_upkeep: std::sync::Arc<std::sync::Mutex<Option<(u64, u64, std::time::Instant)>>>,
 }
 
 /// Throttle windows are dropped a day after they end: looking for them
@@ -61,21 +61,25 @@ impl SqlStore {
             return false;
         };
         let load = writer.load();
-        let (committed, frames, now) = (
+        let (committed, batches, frames, now) = (
             load.committed(),
+            load.batches(),
             load.log_frames(),
             std::time::Instant::now(),
         );
         let mut last = self.last_upkeep.lock().unwrap_or_else(|e| e.into_inner());
-        let defer = last.is_some_and(|(count, at)| {
+        let defer = last.is_some_and(|(signups_then, batches_then, at)| {
             defer_checkpoint(
-                committed.saturating_sub(count),
-                now.duration_since(at),
+                Since {
+                    signups: committed.saturating_sub(signups_then),
+                    batches: batches.saturating_sub(batches_then),
+                    elapsed: now.duration_since(at),
+                },
                 frames,
                 self.wal_restart_frames,
             )
         });
-        *last = Some((committed, now));
+        *last = Some((committed, batches, now));
         if defer {
             tracing::debug!(frames, "checkpoint deferred: a surge of sign-ups");
         }
@@ -1430,29 +1434,40 @@ const WAL_RESTART_FRAMES: i64 = 262_144;
 /// holds the writer slot (a few milliseconds of writing).
 const WAL_RESTART_TAIL: i64 = 1024;
 
-/// Sign-ups a second from which the upkeep counts the load as a surge.
+/// Sign-ups a second from which the upkeep may count the load as a surge.
 const SURGE_SIGNUPS_PER_S: u64 = 2_000;
+/// Sign-ups per batch, on average, from which the writer counts as
+/// saturated: requests pile up while it commits. Keeping up, it commits
+/// them a few at a time (5-15 a batch paced at 10,000-25,000 a second on
+/// two cores); saturated, 100 or more.
+const SURGE_BATCH: u64 = 32;
 
-/// Whether a round of upkeep leaves the log as it is, given the sign-ups
-/// the writer took since the last round, the time since, and the log's
-/// length. A checkpoint pass copies what the log gained since the one
-/// before into the database file and syncs that file: during a surge, tens
-/// of megabytes a second, whose writing the log's own syncs then wait
-/// behind, on a disk and two cores the sign-ups need. So while sign-ups
-/// come at a surge's rate the passes wait for it to end, as long as the log
-/// holds less than half the length at which it is started over; past that
-/// they run every round again, so that the database file is close behind
-/// when the log starts over.
-pub(crate) fn defer_checkpoint(
-    signups: u64,
-    elapsed: Duration,
-    log_frames: i64,
-    restart_frames: i64,
-) -> bool {
-    let elapsed_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
-    let surge = elapsed_ms > 0
-        && signups.saturating_mul(1000) >= SURGE_SIGNUPS_PER_S.saturating_mul(elapsed_ms);
-    surge && log_frames < restart_frames / 2
+/// What the writer did between two rounds of upkeep.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Since {
+    pub(crate) signups: u64,
+    pub(crate) batches: u64,
+    pub(crate) elapsed: Duration,
+}
+
+/// Whether a round of upkeep leaves the log as it is, given what the
+/// writer did since the last round and the log's length. A checkpoint pass
+/// copies what the log gained since the one before into the database file
+/// and syncs that file: tens of megabytes a second in a surge, whose
+/// writing the log's own syncs then wait behind, on a disk and two cores
+/// the sign-ups need. While the writer keeps up, the machine has room for
+/// that; once it is saturated (a surge's rate, in big batches) the passes
+/// wait for the surge to end, as long as the log holds less than half the
+/// length at which it is started over. Past that they run every round
+/// again, so that the database file is close behind when the log starts
+/// over; deferring at a rate the writer keeps up with would only gather
+/// that work into one pass.
+pub(crate) fn defer_checkpoint(since: Since, log_frames: i64, restart_frames: i64) -> bool {
+    let elapsed_ms = u64::try_from(since.elapsed.as_millis()).unwrap_or(u64::MAX);
+    let fast = elapsed_ms > 0
+        && since.signups.saturating_mul(1000) >= SURGE_SIGNUPS_PER_S.saturating_mul(elapsed_ms);
+    let saturated = since.signups >= SURGE_BATCH.saturating_mul(since.batches.max(1));
+    fast && saturated && log_frames < restart_frames / 2
 }
 
 pub(crate) fn now_ms() -> i64 {
@@ -1518,53 +1533,51 @@ mod tests {
 
     const RESTART: i64 = WAL_RESTART_FRAMES;
 
+    fn since(signups: u64, batches: u64, millis: u64) -> Since {
+        Since {
+            signups,
+            batches,
+            elapsed: Duration::from_millis(millis),
+        }
+    }
+
     #[test]
     fn a_surge_defers_the_checkpoint_while_the_log_is_under_half_its_restart_length() {
-        let quarter_second = Duration::from_millis(250);
-        // 2,000 sign-ups a second or more is a surge.
-        assert!(defer_checkpoint(500, quarter_second, 1_000, RESTART));
+        // 2,000 sign-ups a second or more, 32 or more a batch: a surge.
+        assert!(defer_checkpoint(since(500, 5, 250), 1_000, RESTART));
         assert!(defer_checkpoint(
-            20_000,
-            quarter_second,
+            since(20_000, 100, 250),
             RESTART / 2 - 1,
             RESTART
         ));
-        // Fewer is a quiet time: the log is checkpointed as usual.
-        assert!(!defer_checkpoint(499, quarter_second, 1_000, RESTART));
-        assert!(!defer_checkpoint(0, quarter_second, 0, RESTART));
+        assert!(defer_checkpoint(since(640, 20, 250), 1_000, RESTART));
+        // Fewer a second: a quiet time, the log is checkpointed as usual.
+        assert!(!defer_checkpoint(since(499, 1, 250), 1_000, RESTART));
+        assert!(!defer_checkpoint(since(0, 0, 250), 0, RESTART));
+        // As many, in small batches: the writer keeps up, and deferring
+        // would only gather the work into one pass.
+        assert!(!defer_checkpoint(since(3_750, 500, 250), 1_000, RESTART));
+        assert!(!defer_checkpoint(since(639, 20, 250), 1_000, RESTART));
         // Half the restart length or more: checkpointed even in a surge, so
         // the database file is close behind when the log starts over.
         assert!(!defer_checkpoint(
-            20_000,
-            quarter_second,
+            since(20_000, 100, 250),
             RESTART / 2,
             RESTART
         ));
         assert!(!defer_checkpoint(
-            20_000,
-            quarter_second,
+            since(20_000, 100, 250),
             RESTART + 5,
             RESTART
         ));
         // The rate is over the time since the last round, however long.
-        assert!(defer_checkpoint(
-            4_000,
-            Duration::from_secs(2),
-            1_000,
-            RESTART
-        ));
-        assert!(!defer_checkpoint(
-            3_999,
-            Duration::from_secs(2),
-            1_000,
-            RESTART
-        ));
+        assert!(defer_checkpoint(since(4_000, 10, 2_000), 1_000, RESTART));
+        assert!(!defer_checkpoint(since(3_999, 10, 2_000), 1_000, RESTART));
         // No time measured (two rounds at once): no rate, no deferral.
-        assert!(!defer_checkpoint(10_000, Duration::ZERO, 1_000, RESTART));
+        assert!(!defer_checkpoint(since(10_000, 10, 0), 1_000, RESTART));
         // No overflow however many.
         assert!(defer_checkpoint(
-            u64::MAX,
-            Duration::from_millis(1),
+            since(u64::MAX, u64::MAX / 64, 1),
             1_000,
             RESTART
         ));

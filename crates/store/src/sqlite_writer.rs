@@ -171,6 +171,8 @@ pub(crate) struct WriterLoad {
     /// Sign-ups the thread has taken into batches since it started
     /// (stored, found to repeat an ID, or failed with their batch).
     committed: AtomicU64,
+    /// The batches they came in.
+    batches: AtomicU64,
     /// The log's length in frames after the writer's last commit, as
     /// SQLite's WAL hook reports it; small again once the log starts over.
     log_frames: AtomicI64,
@@ -181,12 +183,18 @@ impl WriterLoad {
         self.committed.load(Ordering::Relaxed)
     }
 
+    pub(crate) fn batches(&self) -> u64 {
+        self.batches.load(Ordering::Relaxed)
+    }
+
     pub(crate) fn log_frames(&self) -> i64 {
         self.log_frames.load(Ordering::Relaxed)
     }
 
+    /// One batch of `signups`.
     fn add(&self, signups: usize) {
         self.committed.fetch_add(signups as u64, Ordering::Relaxed);
+        self.batches.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -1171,6 +1179,7 @@ mod tests {
         }
         assert_eq!(*sizes.lock().unwrap(), [WRITER_BATCH, WRITER_BATCH, 100]);
         assert_eq!(writer.load().committed(), n as u64);
+        assert_eq!(writer.load().batches(), 3);
     }
 
     #[test]
