@@ -199,25 +199,24 @@ impl WriterLoad {
 }
 
 /// The writer's connection with SQLite's WAL hook recording the log's
-/// length in a `WriterLoad` after every commit (the hook replaces SQLite's
+/// length in `load` after every commit (the hook replaces SQLite's
 /// automatic checkpoints, which are off on this connection anyway). On drop
-/// the hook is removed first, and only then is its reference released.
+/// the hook is removed first; the fields, `load` among them, drop after.
 struct Hooked {
     conn: rusqlite::Connection,
-    load: *const WriterLoad,
+    load: std::sync::Arc<WriterLoad>,
 }
 
 impl Hooked {
     fn new(conn: rusqlite::Connection, load: std::sync::Arc<WriterLoad>) -> Self {
-        let load = std::sync::Arc::into_raw(load);
-        // SAFETY: `conn` is open and used by this thread only; `load` stays
-        // alive (its count held by this value) until `drop`, which removes
-        // the hook before releasing it.
+        // SAFETY: `conn` is open and used by this thread only; the pointer
+        // is to `load`, which this value keeps alive until `drop`, which
+        // removes the hook before the fields are dropped.
         unsafe {
             rusqlite::ffi::sqlite3_wal_hook(
                 conn.handle(),
                 Some(record_log_length),
-                load.cast_mut().cast(),
+                std::sync::Arc::as_ptr(&load).cast_mut().cast(),
             );
         }
         Hooked { conn, load }
@@ -226,11 +225,10 @@ impl Hooked {
 
 impl Drop for Hooked {
     fn drop(&mut self) {
-        // SAFETY: as in `new`; after this call SQLite no longer holds
-        // `load`, so the count `new` took can be given back.
+        // SAFETY: as in `new`; after this call SQLite holds no pointer to
+        // `load`.
         unsafe {
             rusqlite::ffi::sqlite3_wal_hook(self.conn.handle(), None, std::ptr::null_mut());
-            drop(std::sync::Arc::from_raw(self.load));
         }
     }
 }
@@ -294,15 +292,7 @@ impl SqliteWriter {
         let counted = load.clone();
         std::thread::Builder::new()
             .name("sqlite-signups".into())
-            .spawn(move || {
-                run(
-                    Hooked::new(conn, counted.clone()),
-                    &counted,
-                    rx,
-                    seen,
-                    synced,
-                )
-            })
+            .spawn(move || run(Hooked::new(conn, counted), rx, seen, synced))
             .map_err(|e| format!("cannot start the sign-up writer: {e}"))?;
         Ok(SqliteWriter {
             jobs: tx,
@@ -583,12 +573,11 @@ pub(crate) fn connect(path: &Path) -> rusqlite::Result<rusqlite::Connection> {
 
 fn run(
     mut hooked: Hooked,
-    load: &WriterLoad,
     jobs: mpsc::Receiver<Job>,
     direct: std::sync::Arc<std::sync::Mutex<Option<std::sync::Arc<Direct>>>>,
     synced: mpsc::Sender<Durable>,
 ) {
-    let conn = &mut hooked.conn;
+    let Hooked { conn, load } = &mut hooked;
     let mut later: std::collections::VecDeque<Call> = std::collections::VecDeque::new();
     let mut batch: Vec<(NewRegistrant, crate::Reply)> = Vec::with_capacity(WRITER_BATCH);
     loop {
