@@ -47,6 +47,9 @@ pub struct Config {
     pub client_rate: u32,
     pub trusted_proxies: Vec<IpAddr>,
     pub receipt_secret: Option<String>,
+    /// With it, `/metrics` needs `Authorization: Bearer` with it; without,
+    /// it answers loopback and the trusted proxies only.
+    pub metrics_token: Option<String>,
     pub admin: Option<(String, String)>,
     /// How many sign-ups may wait for the database before new ones get 503.
     pub signup_queue: usize,
@@ -150,17 +153,35 @@ impl Config {
                 "must start with http:// or https://",
             ));
         }
-        let secret = match env("STANDBY_SECRET") {
-            Some(s) if s.len() >= 16 => s.into_bytes(),
-            Some(_) => return Err(bad("STANDBY_SECRET", "must be at least 16 characters")),
-            None if is_pg => {
+        let secret = match (env("STANDBY_SECRET"), env("STANDBY_SECRET_FILE")) {
+            (Some(_), Some(_)) => {
+                return Err(bad(
+                    "STANDBY_SECRET_FILE",
+                    "set STANDBY_SECRET or STANDBY_SECRET_FILE, not both",
+                ));
+            }
+            (Some(s), None) => long_secret("STANDBY_SECRET", s)?.into_bytes(),
+            (None, Some(file)) => {
+                let beside_db = matches!(
+                    env("STANDBY_SECRET_FILE_BESIDE_DB").as_deref(),
+                    Some("1") | Some("true")
+                );
+                secret_from_file(&file, &database_url, beside_db)?.into_bytes()
+            }
+            (None, None) if is_pg => {
                 return Err(bad(
                     "STANDBY_SECRET",
                     "required with PostgreSQL (several instances must share it)",
                 ));
             }
-            None => load_or_create_secret(&database_url)?,
+            (None, None) => load_or_create_secret(&database_url)?,
         };
+        let receipt_secret = env("STANDBY_RECEIPT_SECRET")
+            .map(|s| long_secret("STANDBY_RECEIPT_SECRET", s))
+            .transpose()?;
+        let metrics_token = env("STANDBY_METRICS_TOKEN")
+            .map(|s| long_secret("STANDBY_METRICS_TOKEN", s))
+            .transpose()?;
         let country = match env("STANDBY_COUNTRY") {
             None => Country::Be,
             Some(c) => {
@@ -271,7 +292,8 @@ impl Config {
             sms_rate: parse_rate(env, "STANDBY_SMS_RATE", 20, false)?,
             client_rate: parse_rate(env, "STANDBY_CLIENT_RATE", 20, true)?,
             trusted_proxies,
-            receipt_secret: env("STANDBY_RECEIPT_SECRET"),
+            receipt_secret,
+            metrics_token,
             admin,
             signup_queue: parse_rate(env, "STANDBY_SIGNUP_QUEUE", 16_384, false)? as usize,
             lease_ms: i64::from(parse_rate(env, "STANDBY_LEASE_SECONDS", 60, false)?) * 1000,
@@ -284,9 +306,58 @@ impl Config {
                 Some("1") | Some("true") => true,
                 Some(_) => return Err(bad("STANDBY_REUSE_PORT", "must be 1 or 0")),
             },
-            sqlite_wal_mb: parse_rate(env, "STANDBY_SQLITE_WAL_MB", 1024, true)?,
+            // A demo or a small centre needs no log laid out: only an
+            // operator expecting a launch-day surge asks for one (DEPLOY.md).
+            sqlite_wal_mb: parse_rate(env, "STANDBY_SQLITE_WAL_MB", 0, true)?,
         })
     }
+}
+
+/// Secrets shorter than this are refused: the national IDs' keyed hash and
+/// every signature are only as strong as their key.
+pub const MIN_SECRET_BYTES: usize = 32;
+
+fn long_secret(name: &'static str, value: String) -> Result<String, ConfigError> {
+    if value.len() >= MIN_SECRET_BYTES {
+        Ok(value)
+    } else {
+        Err(bad(
+            name,
+            format!(
+                "must be at least {MIN_SECRET_BYTES} bytes (it has {}); `openssl rand -base64 32` makes one",
+                value.len()
+            ),
+        ))
+    }
+}
+
+/// The secret kept in `file` (its first line), refused when the file lies in
+/// the SQLite database's folder, where a copy of that folder would carry
+/// the key with the hashes it protects, unless `beside_db`.
+fn secret_from_file(
+    file: &str,
+    database_url: &str,
+    beside_db: bool,
+) -> Result<String, ConfigError> {
+    let name = "STANDBY_SECRET_FILE";
+    let path = std::path::Path::new(file);
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| bad(name, format!("cannot read {file:?}: {e}")))?;
+    if !beside_db && let Some(db) = sqlite_path(database_url) {
+        let folder = |p: &std::path::Path| {
+            std::path::absolute(p)
+                .ok()
+                .and_then(|a| a.parent().map(std::path::Path::to_path_buf))
+                .map(|d| d.canonicalize().unwrap_or(d))
+        };
+        if folder(path).is_some() && folder(path) == folder(&db) {
+            return Err(bad(
+                name,
+                "lies in the database's folder, so a copy of that folder holds the key with the hashes it protects; keep it elsewhere, or set STANDBY_SECRET_FILE_BESIDE_DB=1",
+            ));
+        }
+    }
+    long_secret(name, text.lines().next().unwrap_or("").trim().to_string())
 }
 
 /// Without STANDBY_SECRET, SQLite deployments keep a generated key in
@@ -397,7 +468,7 @@ mod tests {
             .collect();
         let mut all = map.clone();
         all.entry("STANDBY_SECRET".into())
-            .or_insert_with(|| "0123456789abcdef0123".into());
+            .or_insert_with(|| "0123456789abcdef0123456789abcdef".into());
         Config::load(None, None, &move |k| all.get(k).cloned())
     }
 
@@ -428,11 +499,73 @@ mod tests {
             ("STANDBY_SMS_RATE", "-3"),
             ("STANDBY_CLIENT_RATE", "lots"),
             ("STANDBY_TRUSTED_PROXIES", "10.0.0.1,proxy"),
+            ("STANDBY_SECRET", "0123456789abcdef0123456789abcde"),
+            ("STANDBY_RECEIPT_SECRET", "0123456789abcdef0123456789abcde"),
+            ("STANDBY_METRICS_TOKEN", "0123456789abcdef"),
+            ("STANDBY_SQLITE_WAL_MB", "lots"),
         ] {
             let err = load(&[(var, value)]).unwrap_err();
             assert_eq!(err.setting, var, "{var}={value}: {err}");
             assert!(err.to_string().starts_with(var));
         }
+    }
+
+    #[test]
+    fn secrets_of_32_bytes_or_more_are_taken() {
+        let key = "0123456789abcdef0123456789abcdef";
+        let c = load(&[
+            ("STANDBY_SECRET", key),
+            ("STANDBY_RECEIPT_SECRET", key),
+            ("STANDBY_METRICS_TOKEN", key),
+        ])
+        .unwrap();
+        assert_eq!(c.secret, key.as_bytes());
+        assert_eq!(c.receipt_secret.as_deref(), Some(key));
+        assert_eq!(c.metrics_token.as_deref(), Some(key));
+        // No write-ahead log laid out unless the operator asks.
+        assert_eq!(c.sqlite_wal_mb, 0);
+    }
+
+    #[test]
+    fn the_secret_file_is_refused_beside_the_database_unless_insisted_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        let key = "a-secret-kept-apart-0123456789abcdef";
+        let beside = dir.path().join("key");
+        let apart = elsewhere.path().join("key");
+        std::fs::write(&beside, format!("{key}\n")).unwrap();
+        std::fs::write(&apart, format!("{key}\n")).unwrap();
+        let url = format!("sqlite://{}/s.db", dir.path().display());
+        let with = |vars: Vec<(&'static str, String)>| {
+            let map: HashMap<&str, String> = vars.into_iter().collect();
+            Config::load(None, Some(url.clone()), &move |k| map.get(k).cloned())
+        };
+        let c = with(vec![("STANDBY_SECRET_FILE", apart.display().to_string())]).unwrap();
+        assert_eq!(c.secret, key.as_bytes());
+        let err = with(vec![("STANDBY_SECRET_FILE", beside.display().to_string())]).unwrap_err();
+        assert_eq!(err.setting, "STANDBY_SECRET_FILE");
+        assert!(err.to_string().contains("database's folder"), "{err}");
+        let c = with(vec![
+            ("STANDBY_SECRET_FILE", beside.display().to_string()),
+            ("STANDBY_SECRET_FILE_BESIDE_DB", "1".into()),
+        ])
+        .unwrap();
+        assert_eq!(c.secret, key.as_bytes());
+        // Both ways at once, a missing file, or a short key: refused, named.
+        for vars in [
+            vec![
+                ("STANDBY_SECRET_FILE", apart.display().to_string()),
+                ("STANDBY_SECRET", key.to_string()),
+            ],
+            vec![("STANDBY_SECRET_FILE", "/nonexistent/key".to_string())],
+        ] {
+            assert_eq!(with(vars).unwrap_err().setting, "STANDBY_SECRET_FILE");
+        }
+        std::fs::write(&apart, "short\n").unwrap();
+        let err = with(vec![("STANDBY_SECRET_FILE", apart.display().to_string())]).unwrap_err();
+        assert!(err.to_string().contains("at least 32 bytes"), "{err}");
+        // Nothing was generated beside the database.
+        assert!(!dir.path().join("s.db.secret").exists());
     }
 
     #[test]

@@ -22,6 +22,12 @@ pub enum AppError {
     Conflict { code: &'static str, message: String },
     #[error("{0}")]
     Gone(String),
+    /// The invitation was withdrawn, or its person withdrew, paused or
+    /// booked elsewhere.
+    #[error("this invitation is closed; nothing was changed")]
+    InvitationClosed,
+    #[error("the request body did not arrive in time")]
+    RequestTimeout,
     #[error("the request body is larger than 16 KiB")]
     PayloadTooLarge,
     #[error("the request body must be JSON (Content-Type: application/json)")]
@@ -29,8 +35,12 @@ pub enum AppError {
     /// Field name and a sentence saying what is wrong with it.
     #[error("some fields are not valid")]
     Validation(Vec<(String, String)>),
-    #[error("too many requests from this client; retry in {retry_after} s")]
-    TooManyRequests { retry_after: u64 },
+    /// `cause` says what was too much, as a sentence.
+    #[error("{cause}; retry in {retry_after} s")]
+    TooManyRequests {
+        retry_after: u64,
+        cause: &'static str,
+    },
     #[error("the service is busy; retry in {retry_after} s")]
     Overloaded { retry_after: u64 },
     #[error("internal error")]
@@ -58,7 +68,8 @@ impl AppError {
             AppError::Forbidden => StatusCode::FORBIDDEN,
             AppError::NotFound => StatusCode::NOT_FOUND,
             AppError::Conflict { .. } => StatusCode::CONFLICT,
-            AppError::Gone(_) => StatusCode::GONE,
+            AppError::Gone(_) | AppError::InvitationClosed => StatusCode::GONE,
+            AppError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             AppError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             AppError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             AppError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
@@ -76,6 +87,8 @@ impl AppError {
             AppError::NotFound => "not_found",
             AppError::Conflict { code, .. } => code,
             AppError::Gone(_) => "expired",
+            AppError::InvitationClosed => "invitation_closed",
+            AppError::RequestTimeout => "request_timeout",
             AppError::PayloadTooLarge => "payload_too_large",
             AppError::UnsupportedMediaType => "unsupported_media_type",
             AppError::Validation(_) => "validation_failed",
@@ -87,9 +100,8 @@ impl AppError {
 
     fn retry_after(&self) -> Option<u64> {
         match self {
-            AppError::TooManyRequests { retry_after } | AppError::Overloaded { retry_after } => {
-                Some(*retry_after)
-            }
+            AppError::TooManyRequests { retry_after, .. }
+            | AppError::Overloaded { retry_after } => Some(*retry_after),
             _ => None,
         }
     }
@@ -110,6 +122,7 @@ impl AppError {
             AppError::Overloaded { .. } => "busy.text",
             AppError::PayloadTooLarge => "error.too_large",
             AppError::Gone(_) => "link.expired",
+            AppError::InvitationClosed => "invitation.closed",
             AppError::Conflict { .. } => "error.conflict",
             AppError::Internal(_) => "error.server",
             _ => "error.bad_request",
@@ -119,6 +132,11 @@ impl AppError {
 }
 
 fn with_retry_after(mut resp: Response, retry_after: Option<u64>) -> Response {
+    if resp.status() == StatusCode::REQUEST_TIMEOUT {
+        // The rest of the body is not read: the connection cannot be reused.
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     if let Some(s) = retry_after {
         resp.headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from(s));

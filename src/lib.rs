@@ -31,7 +31,7 @@ pub async fn serve_until(
     server::serve_until(
         listener,
         router(state),
-        server::HEADER_READ_TIMEOUT,
+        server::Timeouts::default(),
         shutdown,
     )
     .await

@@ -164,16 +164,28 @@ pub fn verify_password(password: &str, phc: &str) -> bool {
 
 /// Requests per minute per client address, in fixed one-minute windows.
 /// `limit == 0` turns it off.
+///
+/// Only the current minute's counts are kept: when a new minute starts,
+/// the whole table is replaced by an empty one at once, and the old one is
+/// dropped outside the lock. Each request costs one hash-map update however
+/// many addresses are tracked (the table it replaced was scanned whole,
+/// under the lock, once it held 100,000 addresses).
 pub struct ClientLimiter {
     limit: u32,
-    windows: Mutex<HashMap<IpAddr, (i64, u32)>>,
+    window: Mutex<Window>,
+}
+
+#[derive(Default)]
+struct Window {
+    minute: i64,
+    counts: HashMap<IpAddr, u32>,
 }
 
 impl ClientLimiter {
     pub fn new(limit: u32) -> Self {
         Self {
             limit,
-            windows: Mutex::new(HashMap::new()),
+            window: Mutex::new(Window::default()),
         }
     }
 
@@ -183,20 +195,31 @@ impl ClientLimiter {
             return Ok(());
         }
         let minute = now_ms.div_euclid(60_000);
-        let mut map = self.windows.lock().expect("limiter lock");
-        if map.len() > 100_000 {
-            map.retain(|_, (m, _)| *m == minute);
-        }
-        let entry = map.entry(ip).or_insert((minute, 0));
-        if entry.0 != minute {
-            *entry = (minute, 0);
-        }
-        if entry.1 >= self.limit {
+        let mut window = self.window.lock().unwrap_or_else(|e| e.into_inner());
+        let stale = (window.minute != minute).then(|| {
+            window.minute = minute;
+            std::mem::take(&mut window.counts)
+        });
+        let count = window.counts.entry(ip).or_insert(0);
+        let verdict = if *count >= self.limit {
             let wait_ms = (minute + 1) * 60_000 - now_ms;
-            return Err(u64::try_from((wait_ms + 999) / 1000).unwrap_or(1).max(1));
-        }
-        entry.1 += 1;
-        Ok(())
+            Err(u64::try_from((wait_ms + 999) / 1000).unwrap_or(1).max(1))
+        } else {
+            *count += 1;
+            Ok(())
+        };
+        drop(window);
+        drop(stale);
+        verdict
+    }
+
+    /// Addresses counted in the current minute.
+    pub fn tracked(&self) -> usize {
+        self.window
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .counts
+            .len()
     }
 }
 
@@ -323,5 +346,23 @@ mod tests {
         for _ in 0..100 {
             assert!(off.check(a, 0).is_ok());
         }
+    }
+
+    #[test]
+    fn limiter_keeps_only_the_current_minute() {
+        let l = ClientLimiter::new(1);
+        // 200,000 addresses in one minute: all counted, each limited.
+        for n in 0..200_000u32 {
+            let ip = IpAddr::from(n.to_be_bytes());
+            assert!(l.check(ip, 5_000).is_ok());
+        }
+        assert_eq!(l.tracked(), 200_000);
+        let first = IpAddr::from(0u32.to_be_bytes());
+        assert_eq!(l.check(first, 59_999), Err(1));
+        // The next minute starts afresh, with the old table gone at once.
+        assert!(l.check(first, 60_000).is_ok());
+        assert_eq!(l.tracked(), 1);
+        // A clock going backwards starts a window too, never panics.
+        assert!(l.check(first, 0).is_ok());
     }
 }

@@ -3,7 +3,8 @@
 //!
 //! `axum::serve` served before; this loop does the same with three
 //! differences a launch day needs:
-//! - a client has [`HEADER_READ_TIMEOUT`] to send a request's head, and an
+//! - a client has [`HEADER_READ_TIMEOUT`] to send a request's head (and
+//!   [`BODY_READ_TIMEOUT`] more for its body, answered 408 after), and an
 //!   idle keep-alive connection is closed after the same time (hyper's
 //!   header timer also runs while it waits for the next request). Without
 //!   it a connection that sends nothing, or a byte a minute (slowloris),
@@ -32,18 +33,113 @@ use tower::ServiceExt;
 /// first request, which took 8 s here.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// How long a client may take to send a request's body once its head has
+/// arrived, plus one second for each [`BODY_MIN_RATE`] bytes it announced:
+/// a client that sent its head and then stalled held its connection for
+/// ever (200 such connections were still open after 185 s).
+pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// The slowest a large body may come (bytes a second) before its time runs out.
+pub const BODY_MIN_RATE: u64 = 1024;
+
+/// The connection loop's time limits.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    /// For a request's head, and for an idle keep-alive connection.
+    pub header: Duration,
+    /// For a request's body, from its head on (plus its length at `body_min_rate`).
+    pub body: Duration,
+    pub body_min_rate: u64,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            header: HEADER_READ_TIMEOUT,
+            body: BODY_READ_TIMEOUT,
+            body_min_rate: BODY_MIN_RATE,
+        }
+    }
+}
+
+/// When a request's body must have arrived, kept in its extensions: a body
+/// read that fails after it is answered 408 (`web::extract`).
+#[derive(Debug, Clone, Copy)]
+pub struct BodyDeadline(pub tokio::time::Instant);
+
+/// A request body that fails once its deadline has passed. The timer is
+/// only set when the body does not arrive with the head (most do, in the
+/// same packet).
+pub struct TimedBody {
+    inner: hyper::body::Incoming,
+    deadline: tokio::time::Instant,
+    timer: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl TimedBody {
+    fn new(inner: hyper::body::Incoming, deadline: tokio::time::Instant) -> Self {
+        TimedBody {
+            inner,
+            deadline,
+            timer: None,
+        }
+    }
+}
+
+/// The error of a body whose time ran out.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body did not arrive in time")]
+pub struct BodyTimedOut;
+
+impl http_body::Body for TimedBody {
+    type Data = bytes::Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        use std::future::Future;
+        use std::task::Poll;
+        let this = self.get_mut();
+        if let Poll::Ready(frame) = std::pin::Pin::new(&mut this.inner).poll_frame(cx) {
+            return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
+        }
+        let deadline = this.deadline;
+        let timer = this
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if timer.as_mut().poll(cx).is_ready() {
+            crate::metrics::add(
+                "standby_http_connections_closed_total",
+                &[("reason", "body_timeout")],
+                1.0,
+            );
+            return Poll::Ready(Some(Err(Box::new(BodyTimedOut))));
+        }
+        Poll::Pending
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 /// Serves `app` on `listener` until `shutdown` resolves, then stops
 /// accepting, lets each request under way finish and closes every
 /// connection (idle ones at once).
 pub async fn serve_until(
     listener: tokio::net::TcpListener,
     app: axum::Router,
-    header_read_timeout: Duration,
+    timeouts: Timeouts,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
-        .header_read_timeout(header_read_timeout)
+        .header_read_timeout(timeouts.header)
         .keep_alive(true);
     let open = Arc::new(Open::default());
     let mut shutdown = pin!(shutdown);
@@ -68,7 +164,17 @@ pub async fn serve_until(
             let service = hyper::service::service_fn(
                 move |mut req: axum::http::Request<hyper::body::Incoming>| {
                     req.extensions_mut().insert(ConnectInfo(peer));
-                    app.clone().oneshot(req.map(axum::body::Body::new))
+                    if http_body::Body::is_end_stream(req.body()) {
+                        return app.clone().oneshot(req.map(axum::body::Body::new));
+                    }
+                    let announced = http_body::Body::size_hint(req.body()).lower();
+                    let deadline = tokio::time::Instant::now()
+                        + timeouts.body
+                        + Duration::from_secs(announced / timeouts.body_min_rate.max(1));
+                    req.extensions_mut().insert(BodyDeadline(deadline));
+                    app.clone().oneshot(
+                        req.map(|body| axum::body::Body::new(TimedBody::new(body, deadline))),
+                    )
                 },
             );
             let mut conn = pin!(http.serve_connection(TokioIo::new(stream), service));

@@ -90,7 +90,18 @@ pub async fn run_channel(state: AppState, channel: Arc<dyn Channel>, rate_per_s:
 }
 
 async fn deliver(state: &AppState, channel: &dyn Channel, msg: &OutboxMessage) {
-    let outcome = channel.send(msg).await;
+    // A server's or gateway's reply often echoes the recipient: what is
+    // logged and stored of it names no address or number.
+    let outcome = match channel.send(msg).await {
+        SendOutcome::Retry { after, error } => SendOutcome::Retry {
+            after,
+            error: standby_domain::redact::mask_contacts(&error),
+        },
+        SendOutcome::Permanent(error) => {
+            SendOutcome::Permanent(standby_domain::redact::mask_contacts(&error))
+        }
+        handed_over => handed_over,
+    };
     let now = state.clock.now_ms();
     let store = &state.store;
     let worker = &state.worker_id;

@@ -13,10 +13,52 @@ use subtle::ConstantTimeEq;
 
 pub const SESSION_COOKIE: &str = "standby_session";
 pub const TOKEN_LIFETIME_MS: i64 = 12 * 3600 * 1000;
-/// Failed log-ins allowed per account, and per client address, in 15 minutes.
-pub const LOGIN_LIMIT_PER_ACCOUNT: i64 = 10;
+/// Failed log-ins for one account from one address before each further
+/// try has to wait (1 s, then twice as long after each failure, at most
+/// [`LOGIN_MAX_DELAY_MS`]). As OWASP ASVS 2.2 asks: only failures count,
+/// and a correct password from an address that has not failed is never
+/// refused, so nobody elsewhere can lock an account out.
+pub const LOGIN_FREE_FAILURES: i64 = 3;
+pub const LOGIN_MAX_DELAY_MS: i64 = 15 * 60 * 1000;
+/// Failed log-ins from one address, across accounts, before it is refused
+/// until its failures are forgotten.
 pub const LOGIN_LIMIT_PER_CLIENT: i64 = 50;
+/// Failures are forgotten this long after the last one.
 pub const LOGIN_WINDOW_MS: i64 = 15 * 60 * 1000;
+
+/// Why a log-in must wait, and for how long (ms), from the failures of this
+/// account from this address (`pair`) and of this address across accounts
+/// (`client`), each as (count, last failure). `None`: go on.
+pub fn login_wait(
+    pair: Option<(i64, i64)>,
+    client: Option<(i64, i64)>,
+    now: i64,
+) -> Option<(i64, &'static str)> {
+    let live = |f: Option<(i64, i64)>| f.filter(|(_, last)| now - last < LOGIN_WINDOW_MS);
+    if let Some((count, last)) = live(client)
+        && count >= LOGIN_LIMIT_PER_CLIENT
+    {
+        return Some((
+            last + LOGIN_WINDOW_MS - now,
+            "too many failed log-ins from this address, whatever the account",
+        ));
+    }
+    if let Some((count, last)) = live(pair)
+        && count >= LOGIN_FREE_FAILURES
+    {
+        let doublings = u32::try_from(count - LOGIN_FREE_FAILURES)
+            .unwrap_or(u32::MAX)
+            .min(20);
+        let delay = (1000_i64 << doublings).min(LOGIN_MAX_DELAY_MS);
+        if now - last < delay {
+            return Some((
+                last + delay - now,
+                "too many failed log-ins for this account from this address",
+            ));
+        }
+    }
+    None
+}
 
 /// A hash to verify against when the account does not exist, so a wrong
 /// e-mail takes as long as a wrong password.
@@ -64,12 +106,14 @@ impl Staff {
         }
     }
 
-    /// Admins reach every centre; staff only their own.
+    /// Admins reach every centre; staff only their own. Another centre's
+    /// ids are answered 404, exactly as ids that do not exist, so that they
+    /// cannot be probed.
     pub fn require_center(&self, center_id: i64) -> Result<(), AppError> {
         if self.is_admin() || self.center_id == Some(center_id) {
             Ok(())
         } else {
-            Err(AppError::Forbidden)
+            Err(AppError::NotFound)
         }
     }
 
@@ -110,9 +154,13 @@ pub async fn staff_from_parts(parts: &Parts, state: &AppState) -> Result<Option<
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
     {
+        // The scheme's name is case-insensitive (RFC 7235).
         let token = auth
-            .strip_prefix("Bearer ")
+            .trim_start()
+            .split_once(' ')
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
             .ok_or(AppError::Unauthorized)?
+            .1
             .trim();
         if !plausible_token(token) {
             return Err(AppError::Unauthorized);
@@ -186,33 +234,18 @@ pub async fn log_in(
     let now = state.clock.now_ms();
     let email = email.trim().to_lowercase();
     let store: &dyn Store = state.store.as_ref();
-    // Counted before checking, so guessing is throttled whatever the outcome.
-    let account_ok = store
-        .throttle_hit(
-            &throttle_key("account", &email),
-            LOGIN_WINDOW_MS,
-            LOGIN_LIMIT_PER_ACCOUNT,
-            now,
-        )
-        .await?;
-    let client_ok = store
-        .throttle_hit(
-            &throttle_key("client", client),
-            LOGIN_WINDOW_MS,
-            LOGIN_LIMIT_PER_CLIENT,
-            now,
-        )
-        .await?;
-    if !account_ok || !client_ok {
+    let pair_key = throttle_key("pair", &format!("{email}\n{client}"));
+    let client_key = throttle_key("client", client);
+    let pair = store.failures(&pair_key).await?;
+    let client_failures = store.failures(&client_key).await?;
+    if let Some((wait_ms, cause)) = login_wait(pair, client_failures, now) {
         crate::metrics::add(
             "standby_shed_requests_total",
             &[("reason", "login_throttle")],
             1.0,
         );
-        let retry_after = u64::try_from((LOGIN_WINDOW_MS - now.rem_euclid(LOGIN_WINDOW_MS)) / 1000)
-            .unwrap_or(60)
-            .max(1);
-        return Err(AppError::TooManyRequests { retry_after });
+        let retry_after = u64::try_from((wait_ms + 999) / 1000).unwrap_or(1).max(1);
+        return Err(AppError::TooManyRequests { retry_after, cause });
     }
     let user = store.user_by_email(&email).await?;
     let hash = user
@@ -221,8 +254,14 @@ pub async fn log_in(
         .unwrap_or(DUMMY_HASH.as_str());
     let password_ok = verify_password(password, hash);
     let Some(user) = user.filter(|_| password_ok) else {
+        // Only failures count, per account and address, and per address.
+        store.add_failure(&pair_key, LOGIN_WINDOW_MS, now).await?;
+        store.add_failure(&client_key, LOGIN_WINDOW_MS, now).await?;
         return Err(AppError::Unauthorized);
     };
+    if pair.is_some() {
+        store.clear_failures(&pair_key).await?;
+    }
     let token = random_token();
     let csrf = crate::security::random_secret();
     let expires_at = now + TOKEN_LIFETIME_MS;
@@ -246,4 +285,54 @@ pub async fn log_in(
 pub async fn log_out(state: &AppState, staff: &Staff) -> Result<(), AppError> {
     state.store.delete_token(&staff.token_hash).await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_failures_never_wait() {
+        assert_eq!(login_wait(None, None, 1_000_000), None);
+        assert_eq!(
+            login_wait(Some((2, 999_999)), Some((49, 999_999)), 1_000_000),
+            None
+        );
+    }
+
+    #[test]
+    fn the_delay_grows_with_each_failure_and_is_capped() {
+        let now = 10_000_000;
+        let wait = |count| login_wait(Some((count, now)), None, now).map(|w| w.0);
+        assert_eq!(wait(3), Some(1_000));
+        assert_eq!(wait(4), Some(2_000));
+        assert_eq!(wait(5), Some(4_000));
+        assert_eq!(wait(12), Some(512_000));
+        assert_eq!(wait(13), Some(LOGIN_MAX_DELAY_MS));
+        assert_eq!(wait(1_000), Some(LOGIN_MAX_DELAY_MS));
+        // Once the delay has run, the next try goes through.
+        assert_eq!(login_wait(Some((4, now)), None, now + 2_000), None);
+        assert_eq!(
+            login_wait(Some((4, now)), None, now + 1_999),
+            Some((1, login_wait(Some((4, now)), None, now).unwrap().1))
+        );
+    }
+
+    #[test]
+    fn an_address_failing_across_accounts_is_refused_for_a_while() {
+        let now = 10_000_000;
+        let (wait, cause) =
+            login_wait(None, Some((LOGIN_LIMIT_PER_CLIENT, now - 60_000)), now).unwrap();
+        assert_eq!(wait, LOGIN_WINDOW_MS - 60_000);
+        assert!(cause.contains("from this address"), "{cause}");
+        // Forgotten once the window has passed since the last failure.
+        assert_eq!(
+            login_wait(
+                Some((10, now - LOGIN_WINDOW_MS)),
+                Some((500, now - LOGIN_WINDOW_MS)),
+                now
+            ),
+            None
+        );
+    }
 }

@@ -380,6 +380,7 @@ pub async fn accept(state: &AppState, token: &str) -> Result<AppointmentRecord, 
         AcceptOutcome::Expired => Err(AppError::Gone(
             "the time to answer this invitation has passed".into(),
         )),
+        AcceptOutcome::Closed => Err(AppError::InvitationClosed),
         AcceptOutcome::Answered(s) => Err(AppError::Conflict {
             code: "already_answered",
             message: format!("this invitation is already {s}"),

@@ -200,7 +200,11 @@ pub async fn update(
         .update_registrant(r.id, &change, state.clock.now_ms())
         .await
     {
-        Ok(r) => Ok(r),
+        Ok(r) => {
+            // A pause may have withdrawn an open invitation.
+            state.engine_wake.notify_waiters();
+            Ok(r)
+        }
         Err(standby_store::StoreError::Conflict(code)) => Err(AppError::Conflict {
             code,
             message: match code {
@@ -219,5 +223,7 @@ pub async fn withdraw(state: &AppState, r: &RegistrantRecord) -> Result<(), AppE
         .store
         .withdraw_registrant(r.id, state.clock.now_ms())
         .await?;
+    // An invitation withdrawn or a dose given back: the offer invites again.
+    state.engine_wake.notify_waiters();
     Ok(())
 }

@@ -117,7 +117,7 @@ pub async fn known_center(
     staff: &Staff,
     center_id: i64,
 ) -> Result<CenterRecord, AppError> {
-    // Existence first for admins; staff of another centre learn nothing but 403.
+    // Staff of another centre get the 404 of a centre that does not exist.
     staff.require_center(center_id)?;
     state
         .store

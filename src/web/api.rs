@@ -397,7 +397,38 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
     }
 }
 
-pub async fn metrics(State(state): State<AppState>) -> Result<Response, AppError> {
+/// Who may read `/metrics`: with `STANDBY_METRICS_TOKEN` set, whoever
+/// sends it as a bearer token; otherwise loopback and the trusted proxies
+/// only (the figures tell an outsider how busy the service is).
+fn metrics_allowed(state: &AppState, parts: &axum::http::request::Parts) -> Result<(), AppError> {
+    if let Some(expected) = state.config.metrics_token.as_deref() {
+        let given = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim_start().split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token.trim())
+            .unwrap_or("");
+        use subtle::ConstantTimeEq;
+        return if bool::from(given.as_bytes().ct_eq(expected.as_bytes())) {
+            Ok(())
+        } else {
+            Err(AppError::Unauthorized)
+        };
+    }
+    match super::extract::peer_addr(parts) {
+        Some(ip) if ip.is_loopback() || state.config.trusted_proxies.contains(&ip) => Ok(()),
+        _ => Err(AppError::Forbidden),
+    }
+}
+
+pub async fn metrics(
+    State(state): State<AppState>,
+    req: axum::extract::Request,
+) -> Result<Response, AppError> {
+    let (parts, _) = req.into_parts();
+    metrics_allowed(&state, &parts)?;
     let mut out = String::new();
     crate::metrics::render_counters(&mut out);
     crate::metrics::render_histograms(&mut out);

@@ -7,7 +7,7 @@ use crate::services::auth::{self, Staff};
 use crate::services::engine::{self, OfferInput, appointment_json, offer_json};
 use crate::services::staff;
 use axum::Json;
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{Path, Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
@@ -236,7 +236,7 @@ pub async fn appointments(
     State(state): State<AppState>,
     staff: Staff,
     Path(center): Path<String>,
-    Query(q): Query<DayQuery>,
+    super::extract::ApiQuery(q): super::extract::ApiQuery<DayQuery>,
 ) -> Result<Json<Value>, AppError> {
     let center = id(&center)?;
     let list = match q.q.as_deref() {
@@ -324,30 +324,49 @@ pub async fn decline(
     Ok(Json(json!({ "status": "declined" })))
 }
 
-/// `POST /api/v1/receipts/sms`: a gateway's signed delivery receipt.
+/// How far a receipt's signed time may be from the server's clock.
+pub const RECEIPT_SKEW_MS: i64 = 300_000;
+
+/// `POST /api/v1/receipts/sms`: a gateway's signed delivery receipt. The
+/// signature covers the timestamp and the body, so a receipt cannot be
+/// replayed after five minutes; within them a repeat changes nothing.
 pub async fn sms_receipt(
     State(state): State<AppState>,
     headers: axum::http::HeaderMap,
-    body: axum::body::Bytes,
+    super::extract::RawBody(body): super::extract::RawBody,
 ) -> Result<Json<Value>, AppError> {
     // The signature is checked over the exact bytes before anything is parsed.
     let Some(secret) = state.config.receipt_secret.as_deref() else {
         return Err(AppError::Unauthorized);
     };
-    let signature = headers
-        .get("x-standby-signature")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    if !crate::security::verify_hmac_hex(secret.as_bytes(), &body, signature) {
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .trim()
+    };
+    let timestamp = header("x-standby-timestamp");
+    let now = state.clock.now_ms();
+    let fresh = timestamp
+        .parse::<i64>()
+        .ok()
+        .and_then(|t| t.checked_mul(1000))
+        .is_some_and(|t| (t - now).abs() <= RECEIPT_SKEW_MS);
+    let mut signed = Vec::with_capacity(timestamp.len() + 1 + body.len());
+    signed.extend_from_slice(timestamp.as_bytes());
+    signed.push(b'.');
+    signed.extend_from_slice(&body);
+    if !fresh
+        || !crate::security::verify_hmac_hex(
+            secret.as_bytes(),
+            &signed,
+            header("x-standby-signature"),
+        )
+    {
         return Err(AppError::Unauthorized);
     }
-    let v: Value = serde_json::from_slice(&body).map_err(|e| {
-        AppError::BadRequest(format!(
-            "malformed JSON at line {} column {}",
-            e.line(),
-            e.column()
-        ))
-    })?;
+    let v = super::extract::parse_json(&body)?;
     let mut o = Obj::new(&v)?;
     let reference = o.str("reference").unwrap_or("").to_string();
     let status = o.str("status").unwrap_or("").to_string();
@@ -365,13 +384,16 @@ pub async fn sms_receipt(
         }
     };
     problems.into_result()?;
-    if !state
+    match state
         .store
-        .message_receipt(&reference, delivered, state.clock.now_ms())
+        .message_receipt(&reference, delivered, now)
         .await?
     {
-        return Err(AppError::NotFound);
+        standby_store::ReceiptOutcome::Unknown => Err(AppError::NotFound),
+        standby_store::ReceiptOutcome::Unchanged => Ok(Json(json!({ "status": "unchanged" }))),
+        standby_store::ReceiptOutcome::Recorded => {
+            state.engine_wake.notify_waiters();
+            Ok(Json(json!({ "status": "recorded" })))
+        }
     }
-    state.engine_wake.notify_waiters();
-    Ok(Json(json!({ "status": "recorded" })))
 }

@@ -94,13 +94,48 @@ fn content_type_is(headers: &HeaderMap, expected: &str) -> bool {
 }
 
 async fn body_bytes(req: Request, state: &AppState) -> Result<Bytes, AppError> {
+    let deadline = req
+        .extensions()
+        .get::<crate::server::BodyDeadline>()
+        .copied();
     Bytes::from_request(req, state).await.map_err(|rejection| {
         if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
             AppError::PayloadTooLarge
+        } else if deadline.is_some_and(|d| tokio::time::Instant::now() >= d.0) {
+            AppError::RequestTimeout
         } else {
             AppError::BadRequest("the request body could not be read".into())
         }
     })
+}
+
+/// A body of any type, as its bytes (a gateway's signed receipt): 413 over
+/// 16 KiB, 408 when it does not arrive in time.
+pub struct RawBody(pub Bytes);
+
+impl FromRequest<AppState> for RawBody {
+    type Rejection = AppError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        body_bytes(req, state).await.map(RawBody)
+    }
+}
+
+/// A query string read into `T`, or the contract's JSON error naming what
+/// is wrong with it (axum's own rejection is plain text).
+pub struct ApiQuery<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|q| ApiQuery(q.0))
+            .map_err(|e| {
+                AppError::BadRequest(format!("the query string is not valid: {}", e.body_text()))
+            })
+    }
 }
 
 /// A JSON body: 415 unless `Content-Type: application/json`, 413 over 16 KiB,

@@ -151,9 +151,12 @@ async fn edge(State(state): State<AppState>, req: Request, next: Next) -> Respon
     let route = req.extensions().get::<MatchedPath>().cloned();
     let method = req.method().clone();
     let lang_param = extract::query_lang(req.uri().query());
-    let tokenized = ["/confirm/", "/me/", "/i/", "/api/"]
+    // Token links, the API and staff pages (names, dates of birth) are
+    // never kept by a browser or a proxy.
+    let tokenized = ["/confirm/", "/me/", "/i/", "/api/", "/staff"]
         .iter()
         .any(|p| req.uri().path().starts_with(p));
+    let api = req.uri().path().starts_with("/api/");
     let mut refusal = cross_site_form(&state, &req);
     if refusal.is_none()
         && let Some(ip) = limited_client(&state, &req)
@@ -164,7 +167,10 @@ async fn edge(State(state): State<AppState>, req: Request, next: Next) -> Respon
             &[("reason", "client_rate")],
             1.0,
         );
-        let err = AppError::TooManyRequests { retry_after };
+        let err = AppError::TooManyRequests {
+            retry_after,
+            cause: "too many requests from this client address",
+        };
         refusal = Some(if req.uri().path().starts_with("/api/") {
             err.into_response()
         } else {
@@ -175,6 +181,9 @@ async fn edge(State(state): State<AppState>, req: Request, next: Next) -> Respon
         Some(r) => r,
         None => next.run(req).await,
     };
+    if api {
+        resp = json_error_if_plain(resp);
+    }
     security_headers(&state, &mut resp, tokenized, lang_param);
     let elapsed = started.elapsed();
     crate::metrics::HTTP_LATENCY.record(elapsed);
@@ -185,6 +194,47 @@ async fn edge(State(state): State<AppState>, req: Request, next: Next) -> Respon
         elapsed.as_secs_f64(),
     );
     resp
+}
+
+/// Every error of the API is the contract's JSON error: an answer made
+/// below the handlers (axum's own rejections of a path or query, a method
+/// the route does not take) is rewritten into it, keeping its status and
+/// headers.
+fn json_error_if_plain(resp: Response) -> Response {
+    let status = resp.status();
+    let is_json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return resp;
+    }
+    let (mut parts, _) = resp.into_parts();
+    let code = match status.as_u16() {
+        400 => "bad_request",
+        404 => "not_found",
+        405 => "method_not_allowed",
+        408 => "request_timeout",
+        413 => "payload_too_large",
+        415 => "unsupported_media_type",
+        422 => "validation_failed",
+        429 => "too_many_requests",
+        503 => "overloaded",
+        s if s >= 500 => "internal",
+        _ => "bad_request",
+    };
+    let message = status
+        .canonical_reason()
+        .unwrap_or("the request could not be served")
+        .to_lowercase();
+    let body = serde_json::json!({ "error": { "code": code, "message": message } }).to_string();
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Response::from_parts(parts, axum::body::Body::from(body))
 }
 
 /// The client address, when this request counts against the per-client limit.
@@ -306,6 +356,26 @@ fn security_headers(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn plain_errors_of_the_api_become_the_json_error() {
+        let plain = Response::builder()
+            .status(405)
+            .header(header::ALLOW, "GET")
+            .body(axum::body::Body::from("Method Not Allowed"))
+            .unwrap();
+        let resp = json_error_if_plain(plain);
+        assert_eq!(resp.status(), 405);
+        assert_eq!(resp.headers()[header::ALLOW], "GET");
+        assert_eq!(resp.headers()[header::CONTENT_TYPE], "application/json");
+        let body = axum::body::to_bytes(resp.into_body(), 1024).await.unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["error"]["code"], "method_not_allowed");
+        // A success, or an error already in JSON, is left as it is.
+        let ok = json_error_if_plain(Response::new(axum::body::Body::from("fine")));
+        assert_eq!(ok.status(), 200);
+        assert!(ok.headers().get(header::CONTENT_TYPE).is_none());
+    }
 
     #[test]
     fn which_requests_count_against_the_client_limit() {

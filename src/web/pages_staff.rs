@@ -780,6 +780,7 @@ pub async fn invite_accept(
         }) => (t(lang, "invite.filled"), StatusCode::CONFLICT),
         Err(AppError::Conflict { .. }) => (t(lang, "invite.answered"), StatusCode::CONFLICT),
         Err(AppError::Gone(_)) => (t(lang, "invite.expired"), StatusCode::GONE),
+        Err(AppError::InvitationClosed) => (t(lang, "invitation.closed"), StatusCode::GONE),
         Err(e) => return Err(page_err(lang)(e)),
     };
     invite_page_for(&state, lang, token, notice, status).await

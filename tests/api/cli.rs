@@ -10,7 +10,7 @@ fn standby(tmp: &std::path::Path, db: &str) -> Command {
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("DATABASE_URL", db)
-        .env("STANDBY_SECRET", "cli-test-secret-0123456789")
+        .env("STANDBY_SECRET", "cli-test-secret-0123456789abcdef0123456")
         .env("STANDBY_EMAIL", "file:outbox")
         // A server here lays out a small write-ahead log, not the default GiB.
         .env("STANDBY_SQLITE_WAL_MB", "4");

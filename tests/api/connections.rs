@@ -28,7 +28,11 @@ async fn server(
     let serving = tokio::spawn(standby::server::serve_until(
         listener,
         standby::router(app.state.clone()),
-        timeout,
+        standby::server::Timeouts {
+            header: timeout,
+            body: timeout,
+            body_min_rate: 1024,
+        },
         async move {
             let _ = stopped.await;
         },
@@ -187,4 +191,72 @@ async fn a_stop_closes_idle_connections_and_ends_the_loop() {
         TcpStream::connect(addr).await.is_err(),
         "no longer listening"
     );
+}
+
+/// A request whose head names a body of `length` bytes, of which `sent`
+/// are sent before the client stalls.
+fn stalled_post(path: &str, length: usize, sent: usize) -> Vec<u8> {
+    let mut req = format!(
+        "POST {path} HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\nContent-Length: {length}\r\n\r\n"
+    )
+    .into_bytes();
+    req.extend(std::iter::repeat_n(b' ', sent));
+    req
+}
+
+#[tokio::test]
+async fn a_body_that_stalls_is_answered_408_and_its_connection_closed() {
+    let app = spawn_app().await;
+    let (addr, _stop, _serving) = server(&app, TIMEOUT).await;
+    let before = body_timeouts(&app).await;
+    for path in ["/api/v1/registrations", "/api/v1/login"] {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        stream
+            .write_all(&stalled_post(path, 100, 10))
+            .await
+            .unwrap();
+        let started = Instant::now();
+        let got = read_to_close(&mut stream).await;
+        let answer = String::from_utf8_lossy(&got);
+        assert!(answer.starts_with("HTTP/1.1 408"), "{path}: {answer}");
+        assert!(answer.contains("\"code\":\"request_timeout\""), "{answer}");
+        assert!(
+            started.elapsed() >= TIMEOUT - Duration::from_millis(20),
+            "not before the timeout: {:?}",
+            started.elapsed()
+        );
+    }
+    assert!(body_timeouts(&app).await >= before + 2.0);
+}
+
+#[tokio::test]
+async fn a_large_body_gets_more_time_at_the_minimum_rate() {
+    let app = spawn_app().await;
+    let (addr, _stop, _serving) = server(&app, TIMEOUT).await;
+    // 16,000 bytes at 1,024 B/s: 15 s more than the 300 ms timeout. A body
+    // that arrives in two halves 600 ms apart is still read.
+    let body = format!("{{\"x\": \"{}\"}}", "a".repeat(15_990));
+    let head = format!(
+        "POST /api/v1/login HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(&body.as_bytes()[..8_000]).await.unwrap();
+    tokio::time::sleep(TIMEOUT * 2).await;
+    stream.write_all(&body.as_bytes()[8_000..]).await.unwrap();
+    let answer = String::from_utf8_lossy(&read_to_close(&mut stream).await).to_string();
+    // Read whole, then refused for what it says (no e-mail): not a 408.
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+}
+
+async fn body_timeouts(app: &crate::helpers::TestApp) -> f64 {
+    app.get_text("/metrics")
+        .await
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("standby_http_connections_closed_total{reason=\"body_timeout\"} ")
+        })
+        .map(|v| v.parse().unwrap())
+        .unwrap_or(0.0)
 }

@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-const SECRET: &str = "crash-test-secret-0123456789";
+const SECRET: &str = "crash-test-secret-0123456789abcdef01234";
 
 struct Server {
     child: Child,

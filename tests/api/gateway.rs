@@ -8,6 +8,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use serde_json::{Value, json};
+use standby_domain::Clock;
 use std::sync::{Arc, Mutex};
 
 #[derive(Default)]
@@ -229,10 +230,32 @@ async fn no_channel_at_all_makes_an_invitation_undeliverable_with_no_penalty() {
     );
 }
 
+/// Posts a receipt with the given timestamp header and signature; the
+/// status and the JSON answer.
+async fn post_receipt(app: &TestApp, body: &str, timestamp: &str, sig: &str) -> (u16, Value) {
+    let r = app
+        .client
+        .post(app.url("/api/v1/receipts/sms"))
+        .header("content-type", "application/json")
+        .header("x-standby-timestamp", timestamp)
+        .header("x-standby-signature", sig)
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+/// The signature of a receipt: HMAC-SHA256 of the timestamp, a dot and the body.
+fn receipt_signature(secret: &str, timestamp: &str, body: &str) -> String {
+    standby::security::hmac_hex(secret.as_bytes(), format!("{timestamp}.{body}").as_bytes())
+}
+
 #[tokio::test]
 async fn signed_receipts_are_recorded_and_bad_signatures_change_nothing() {
     let (url, gw) = start(Behaviour::default()).await;
-    let secret = "receipt-secret-123";
+    let secret = "receipt-secret-0123456789abcdef0123456789";
     let app = spawn_with(Options {
         env: vec![
             ("STANDBY_SMS", url),
@@ -254,59 +277,104 @@ async fn signed_receipts_are_recorded_and_bad_signatures_change_nothing() {
     let id = offer(&app, &w, 1, 600).await;
     eventually("sms sent", || gw.accepted().len() == 1).await;
     let reference = gw.accepted()[0].0.clone();
-    let post = |body: String, sig: String| {
-        let client = app.client.clone();
-        let url = app.url("/api/v1/receipts/sms");
-        async move {
-            client
-                .post(url)
-                .header("content-type", "application/json")
-                .header("x-standby-signature", sig)
-                .body(body)
-                .send()
-                .await
-                .unwrap()
-                .status()
-                .as_u16()
-        }
-    };
-    let body = json!({"reference": reference, "status": "failed"}).to_string();
-    let good = standby::security::hmac_hex(secret.as_bytes(), body.as_bytes());
-    assert_eq!(post(body.clone(), "00".repeat(32)).await, 401);
+    let now = (app.clock.now_ms() / 1000).to_string();
+    let signed = |body: &str| receipt_signature(secret, &now, body);
+    let failed = json!({"reference": reference, "status": "failed"}).to_string();
+    // Bad signatures, the body signed without its timestamp, and a signed
+    // timestamp more than 300 s away: 401, nothing changed.
     assert_eq!(
-        post(
-            body.clone(),
-            standby::security::hmac_hex(b"other", body.as_bytes())
-        )
-        .await,
+        post_receipt(&app, &failed, &now, &"00".repeat(32)).await.0,
         401
+    );
+    let other = standby::security::hmac_hex(
+        b"other-secret-0123456789abcdef0123",
+        format!("{now}.{failed}").as_bytes(),
+    );
+    assert_eq!(post_receipt(&app, &failed, &now, &other).await.0, 401);
+    let unstamped = standby::security::hmac_hex(secret.as_bytes(), failed.as_bytes());
+    assert_eq!(post_receipt(&app, &failed, &now, &unstamped).await.0, 401);
+    for skew in [-301, 301] {
+        let then = (app.clock.now_ms() / 1000 + skew).to_string();
+        let (status, answer) = post_receipt(
+            &app,
+            &failed,
+            &then,
+            &receipt_signature(secret, &then, &failed),
+        )
+        .await;
+        assert_eq!(
+            (status, answer["error"]["code"].as_str()),
+            (401, Some("unauthorized")),
+            "{skew} s"
+        );
+    }
+    let within = (app.clock.now_ms() / 1000 - 299).to_string();
+    let unknown = json!({"reference": "nope", "status": "delivered"}).to_string();
+    assert_eq!(
+        post_receipt(
+            &app,
+            &unknown,
+            &within,
+            &receipt_signature(secret, &within, &unknown)
+        )
+        .await
+        .0,
+        404,
+        "a timestamp within 300 s is taken; the reference is unknown"
     );
     assert_eq!(
         offer_state(&app, &w, id).await["invitations"]["sent"],
         1,
         "nothing changed"
     );
-    let unknown = json!({"reference": "nope", "status": "delivered"}).to_string();
+    // An e-mail's reference is not a gateway's business: unknown to receipts.
+    let mails = app.store().messages_of_kind("invitation").await.unwrap();
+    let mail = mails
+        .iter()
+        .find(|m| m.1 == "email")
+        .expect("the invitation e-mail");
+    assert_eq!(mail.2, "sent");
+    let on_mail = json!({"reference": mail.0, "status": "failed"}).to_string();
     assert_eq!(
-        post(
-            unknown.clone(),
-            standby::security::hmac_hex(secret.as_bytes(), unknown.as_bytes())
-        )
-        .await,
+        post_receipt(&app, &on_mail, &now, &signed(&on_mail))
+            .await
+            .0,
         404
     );
     let bad = json!({"reference": reference, "status": "lost"}).to_string();
+    assert_eq!(post_receipt(&app, &bad, &now, &signed(&bad)).await.0, 422);
+    // An oversized receipt: the contract's JSON 413.
+    let huge = json!({"reference": "x".repeat(17 * 1024), "status": "failed"}).to_string();
+    let (status, answer) = post_receipt(&app, &huge, &now, &signed(&huge)).await;
     assert_eq!(
-        post(
-            bad.clone(),
-            standby::security::hmac_hex(secret.as_bytes(), bad.as_bytes())
-        )
-        .await,
-        422
+        (status, answer["error"]["code"].as_str()),
+        (413, Some("payload_too_large"))
     );
     // The e-mail of this invitation was handed over too, so a failed SMS leaves it open.
-    assert_eq!(post(body, good).await, 200);
+    let (status, answer) = post_receipt(&app, &failed, &now, &signed(&failed)).await;
+    assert_eq!((status, answer["status"].as_str()), (200, Some("recorded")));
     assert_eq!(offer_state(&app, &w, id).await["invitations"]["sent"], 1);
+    // A replay, and a receipt that would move it backwards: 200, nothing changed.
+    let delivered = json!({"reference": reference, "status": "delivered"}).to_string();
+    for body in [&failed, &delivered] {
+        let (status, answer) = post_receipt(&app, body, &now, &signed(body)).await;
+        assert_eq!(
+            (status, answer["status"].as_str()),
+            (200, Some("unchanged")),
+            "{body}"
+        );
+    }
+    let trail = app.store().audit_trail(500).await.unwrap();
+    let receipts: Vec<&str> = trail
+        .iter()
+        .filter(|a| a.action.starts_with("message.deliver"))
+        .map(|a| a.action.as_str())
+        .collect();
+    assert_eq!(
+        receipts,
+        ["message.delivery_failed"],
+        "recorded once, never moved back"
+    );
 }
 
 #[tokio::test]

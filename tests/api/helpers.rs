@@ -104,7 +104,7 @@ pub async fn spawn_with(opts: Options) -> TestApp {
     let mut vars: HashMap<String, String> = HashMap::from([
         (
             "STANDBY_SECRET".into(),
-            "test-secret-0123456789abcdef".into(),
+            "test-secret-0123456789abcdef0123456789".into(),
         ),
         ("STANDBY_EMAIL".into(), format!("file:{}", outbox.display())),
         ("STANDBY_SMS".into(), format!("file:{}", outbox.display())),

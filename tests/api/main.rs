@@ -19,6 +19,7 @@ mod signup;
 mod smtp;
 mod staff;
 mod store_contract;
+mod withdrawal;
 
 /// Waits until an offer has handed over at least one invitation.
 pub async fn engine_wait(app: &helpers::TestApp, w: &setup::World, offer: i64) {

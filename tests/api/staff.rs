@@ -57,43 +57,201 @@ async fn log_in_gives_a_bearer_token_and_bad_credentials_get_401() {
     );
 }
 
+/// A log-in from `client` (the app trusts 127.0.0.1 as its proxy): the status,
+/// the Retry-After header, and the error's message.
+async fn log_in_from(
+    app: &TestApp,
+    client: &str,
+    email: &str,
+    password: &str,
+) -> (u16, Option<u64>, String) {
+    let r = app
+        .client
+        .post(app.url("/api/v1/login"))
+        .header("x-forwarded-for", client)
+        .json(&json!({"email": email, "password": password}))
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let retry = r
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok());
+    let body: Value = r.json().await.unwrap_or(Value::Null);
+    (
+        status,
+        retry,
+        body["error"]["message"].as_str().unwrap_or("").to_string(),
+    )
+}
+
+async fn behind_proxy() -> TestApp {
+    spawn_with(Options {
+        env: vec![("STANDBY_TRUSTED_PROXIES", "127.0.0.1".into())],
+        ..Default::default()
+    })
+    .await
+}
+
+const RIGHT: &str = "correct horse battery staple";
+
 #[tokio::test]
-async fn log_in_is_throttled_per_account() {
-    let app = spawn_app().await;
+async fn successful_log_ins_never_count() {
+    let app = behind_proxy().await;
     user(&app, "boss@example.be", "admin", None).await;
-    let mut last = 0;
-    for _ in 0..12 {
-        last = app
-            .post_json(
-                "/api/v1/login",
-                &json!({"email": "boss@example.be", "password": "guess"}),
-            )
-            .await
-            .status()
-            .as_u16();
+    for n in 0..25 {
+        let (status, _, _) = log_in_from(&app, "203.0.113.5", "boss@example.be", RIGHT).await;
+        assert_eq!(status, 200, "log-in {n}");
     }
-    assert_eq!(last, 429);
-    // Even the right password waits for the window to pass.
-    let r = app
-        .post_json(
-            "/api/v1/login",
-            &json!({"email": "boss@example.be", "password": "correct horse battery staple"}),
-        )
-        .await;
-    assert_eq!(r.status(), 429);
-    assert!(r.headers().contains_key("retry-after"));
-    app.clock.advance_ms(15 * 60 * 1000);
-    let r = app
-        .post_json(
-            "/api/v1/login",
-            &json!({"email": "boss@example.be", "password": "correct horse battery staple"}),
-        )
-        .await;
-    assert_eq!(r.status(), 200);
 }
 
 #[tokio::test]
-async fn staff_of_one_centre_get_403_on_every_resource_of_another() {
+async fn failures_from_one_address_wait_longer_each_time_and_nobody_else_is_locked_out() {
+    let app = behind_proxy().await;
+    user(&app, "boss@example.be", "admin", None).await;
+    let attacker = "203.0.113.9";
+    for _ in 0..3 {
+        assert_eq!(
+            log_in_from(&app, attacker, "boss@example.be", "guess")
+                .await
+                .0,
+            401
+        );
+    }
+    // The fourth try waits 1 s, then 2 s after the next failure, and so on.
+    let (status, retry, message) = log_in_from(&app, attacker, "boss@example.be", "guess").await;
+    assert_eq!((status, retry), (429, Some(1)));
+    assert!(
+        message.contains("for this account from this address"),
+        "{message}"
+    );
+    // The right password from the failing address waits too...
+    assert_eq!(
+        log_in_from(&app, attacker, "boss@example.be", RIGHT)
+            .await
+            .0,
+        429
+    );
+    // ...but from an address that has not failed it is never refused.
+    assert_eq!(
+        log_in_from(&app, "198.51.100.7", "boss@example.be", RIGHT)
+            .await
+            .0,
+        200
+    );
+    app.clock.advance_ms(1_000);
+    assert_eq!(
+        log_in_from(&app, attacker, "boss@example.be", "guess")
+            .await
+            .0,
+        401
+    );
+    assert_eq!(
+        log_in_from(&app, attacker, "boss@example.be", "guess")
+            .await
+            .1,
+        Some(2)
+    );
+    app.clock.advance_ms(2_000);
+    assert_eq!(
+        log_in_from(&app, attacker, "boss@example.be", "guess")
+            .await
+            .0,
+        401
+    );
+    assert_eq!(
+        log_in_from(&app, attacker, "boss@example.be", "guess")
+            .await
+            .1,
+        Some(4)
+    );
+    // Many failures later the wait stops growing at 15 minutes.
+    for _ in 0..8 {
+        app.clock.advance_ms(10 * 60 * 1000);
+        assert_eq!(
+            log_in_from(&app, attacker, "boss@example.be", "guess")
+                .await
+                .0,
+            401
+        );
+    }
+    assert_eq!(
+        log_in_from(&app, attacker, "boss@example.be", "guess")
+            .await
+            .1,
+        Some(900)
+    );
+    assert_eq!(
+        log_in_from(&app, "198.51.100.7", "boss@example.be", RIGHT)
+            .await
+            .0,
+        200
+    );
+    // After the wait, the right password goes through and the count is forgotten.
+    app.clock.advance_ms(15 * 60 * 1000);
+    assert_eq!(
+        log_in_from(&app, attacker, "boss@example.be", RIGHT)
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        log_in_from(&app, attacker, "boss@example.be", "typo")
+            .await
+            .0,
+        401
+    );
+    assert_eq!(
+        log_in_from(&app, attacker, "boss@example.be", RIGHT)
+            .await
+            .0,
+        200
+    );
+}
+
+#[tokio::test]
+async fn one_address_failing_across_accounts_is_refused_for_every_account() {
+    let app = behind_proxy().await;
+    user(&app, "boss@example.be", "admin", None).await;
+    let sprayer = "203.0.113.10";
+    for n in 0..50 {
+        let email = format!("guess{n}@example.be");
+        assert_eq!(
+            log_in_from(&app, sprayer, &email, "password1").await.0,
+            401,
+            "{email}"
+        );
+    }
+    let (status, retry, message) =
+        log_in_from(&app, sprayer, "other@example.be", "password1").await;
+    assert_eq!(status, 429);
+    assert_eq!(retry, Some(15 * 60));
+    assert!(
+        message.contains("from this address, whatever the account"),
+        "{message}"
+    );
+    assert_eq!(
+        log_in_from(&app, sprayer, "boss@example.be", RIGHT).await.0,
+        429
+    );
+    // The account's owner, elsewhere, is not affected.
+    assert_eq!(
+        log_in_from(&app, "198.51.100.7", "boss@example.be", RIGHT)
+            .await
+            .0,
+        200
+    );
+    app.clock.advance_ms(15 * 60 * 1000);
+    assert_eq!(
+        log_in_from(&app, sprayer, "boss@example.be", RIGHT).await.0,
+        200
+    );
+}
+
+#[tokio::test]
+async fn staff_of_one_centre_get_the_404_of_a_missing_id_on_every_resource_of_another() {
     let app = spawn_app().await;
     let w = world(&app, 50).await;
     let nurse = user(&app, "nurse@example.be", "staff", Some(w.center_b)).await;
@@ -133,6 +291,23 @@ async fn staff_of_one_centre_get_403_on_every_resource_of_another() {
             format!("/api/v1/offers/{offer_a}/close"),
             None,
         ),
+    ];
+    // Another centre's ids get exactly the answer of ids that do not exist.
+    let missing = 999_999;
+    for (method, path, body) in routes {
+        let (status, answer) = call(&app, method.clone(), &path, &nurse, body.clone()).await;
+        assert_eq!(status, 404, "{method} {path}: {answer}");
+        let ghost = path
+            .replace(&format!("/centers/{a}/"), &format!("/centers/{missing}/"))
+            .replace(&format!("/offers/{offer_a}"), &format!("/offers/{missing}"));
+        let (ghost_status, ghost_answer) = call(&app, method.clone(), &ghost, &nurse, body).await;
+        assert_eq!(
+            (status, &answer),
+            (ghost_status, &ghost_answer),
+            "{method} {path} answers as {ghost}"
+        );
+    }
+    let routes: Vec<(Method, String, Option<Value>)> = vec![
         // Admin-only routes.
         (
             Method::POST,
@@ -182,7 +357,16 @@ async fn staff_of_one_centre_get_403_on_every_resource_of_another() {
         Some(json!({"status": "attended"})),
     )
     .await;
-    assert_eq!(status, 403);
+    assert_eq!(status, 404);
+    let (status, _) = call(
+        &app,
+        Method::POST,
+        "/api/v1/appointments/999999/status",
+        &nurse,
+        Some(json!({"status": "attended"})),
+    )
+    .await;
+    assert_eq!(status, 404);
     // Nothing changed at centre A; the nurse works normally at B.
     assert_eq!(
         call(

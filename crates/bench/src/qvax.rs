@@ -219,7 +219,7 @@ pub async fn run(args: HashMap<String, String>) {
                 "--database",
                 &db,
             ])
-            .env("STANDBY_SECRET", "qvax-secret-0123456789")
+            .env("STANDBY_SECRET", "qvax-secret-0123456789abcdef0123456789")
             .env("STANDBY_SMS", format!("http://127.0.0.1:{gw_port}/sms"))
             .env("STANDBY_EMAIL", format!("smtp://127.0.0.1:{smtp_port}"))
             .env("STANDBY_SMS_RATE", "20")

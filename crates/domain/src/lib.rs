@@ -9,6 +9,7 @@ pub mod clock;
 pub mod contact;
 pub mod invitation;
 pub mod national_id;
+pub mod redact;
 pub mod registration;
 pub mod status;
 

@@ -62,6 +62,14 @@ pub trait StaffStore: Send + Sync {
     async fn delete_token(&self, hash: &str) -> Result<()>;
     /// Counts one hit in `key`'s current window; `false` once over `limit`.
     async fn throttle_hit(&self, key: &str, window_ms: i64, limit: i64, now: i64) -> Result<bool>;
+    /// A failure count under `key`: how many in a row, and when the last
+    /// was (ms); `None` when there is none.
+    async fn failures(&self, key: &str) -> Result<Option<(i64, i64)>>;
+    /// Counts a failure under `key` at `now`; a count whose last failure is
+    /// older than `forget_after_ms` starts again at one. Returns the count.
+    async fn add_failure(&self, key: &str, forget_after_ms: i64, now: i64) -> Result<i64>;
+    /// Forgets the failures under `key` (a success).
+    async fn clear_failures(&self, key: &str) -> Result<()>;
     /// Takes doses out of the unreserved stock (`wasted` or `returned`).
     async fn adjust_stock(
         &self,
@@ -253,10 +261,17 @@ pub trait Store: StaffStore + EngineStore + Send + Sync + 'static {
     async fn outbox_counts(&self) -> Result<Vec<(String, String, i64)>>;
     /// Per channel, when the oldest message still waiting to leave was queued.
     async fn outbox_oldest_waiting(&self) -> Result<Vec<(String, i64)>>;
-    /// Records a gateway's delivery receipt; `false` when the reference is unknown.
-    /// A failed delivery of an invitation's only handed-over message makes the
-    /// invitation undeliverable (no penalty) if it is still unanswered.
-    async fn message_receipt(&self, reference: &str, delivered: bool, now: i64) -> Result<bool>;
+    /// Records a gateway's delivery receipt for an SMS. Receipts name SMS
+    /// references only, and a message's delivery is set once: a repeat or a
+    /// later contrary receipt changes nothing. A failed delivery of an
+    /// invitation's only handed-over message makes the invitation
+    /// undeliverable (no penalty) if it is still unanswered.
+    async fn message_receipt(
+        &self,
+        reference: &str,
+        delivered: bool,
+        now: i64,
+    ) -> Result<ReceiptOutcome>;
     /// Outbox rows of one kind as (reference, channel, status, attempts), for checks and tests.
     async fn messages_of_kind(&self, kind: &str) -> Result<Vec<(String, String, String, i64)>>;
 

@@ -369,8 +369,22 @@ pub enum AcceptOutcome {
     /// The doses are gone: the person keeps their place.
     OfferFilled,
     Expired,
+    /// Withdrawn, or the person withdrew, paused or booked elsewhere:
+    /// nothing changed.
+    Closed,
     /// Already answered: the status it has.
     Answered(String),
+    Unknown,
+}
+
+/// What a gateway's delivery receipt did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReceiptOutcome {
+    Recorded,
+    /// A receipt for an SMS whose delivery is already known (a repeat, or a
+    /// state that would move it backwards), or that never left: nothing changed.
+    Unchanged,
+    /// No SMS has this reference (an e-mail's reference included).
     Unknown,
 }
 

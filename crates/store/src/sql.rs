@@ -32,6 +32,12 @@ pub struct SqlStore {
     wal_restart_frames: i64,
     /// SQLite on a file: where it is.
     sqlite_path: Option<std::path::PathBuf>,
+    /// SQLite: personal data was erased since the last upkeep, whose
+    /// checkpoint then empties the write-ahead log (old page images).
+    erased: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// SQLite: the log's length laid out at start, laid out again after it
+    /// was emptied.
+    laid_out: std::sync::Arc<std::sync::atomic::AtomicU64>,
     /// When `maintenance` last looked for day-old throttle windows (ms).
     throttle_swept: std::sync::Arc<std::sync::atomic::AtomicI64>,
     /// SQLite: the writer's sign-ups and batches at the last upkeep, and when.
@@ -99,6 +105,10 @@ impl SqlStore {
                 // Checkpoints run from a background task (`maintenance`), not
                 // in the commit path of a sign-up batch.
                 .pragma("wal_autocheckpoint", "0")
+                // Erased personal data (a withdrawal, the retention purge,
+                // an erased message) is overwritten with zeros instead of
+                // staying readable in freed space of the file.
+                .pragma("secure_delete", "on")
                 .pragma("cache_size", "-16384")
                 .pragma("temp_store", "memory");
             let pool = SqlitePoolOptions::new()
@@ -127,6 +137,8 @@ impl SqlStore {
                 checkpointer,
                 wal_restart_frames: WAL_RESTART_FRAMES,
                 sqlite_path: sqlite_file(url),
+                erased: Default::default(),
+                laid_out: Default::default(),
                 throttle_swept: Default::default(),
                 last_upkeep: Default::default(),
             })
@@ -144,6 +156,8 @@ impl SqlStore {
                 checkpointer: None,
                 wal_restart_frames: WAL_RESTART_FRAMES,
                 sqlite_path: None,
+                erased: Default::default(),
+                laid_out: Default::default(),
                 throttle_swept: Default::default(),
                 last_upkeep: Default::default(),
             })
@@ -152,9 +166,24 @@ impl SqlStore {
         }
     }
 
+    /// Personal data was erased: the next upkeep empties SQLite's log.
+    fn note_erasure(&self) {
+        if self.checkpointer.is_some() {
+            self.erased
+                .store(true, std::sync::atomic::Ordering::Release);
+        }
+    }
+
     pub async fn close(&self) {
         on_db!(self, |p| p.close().await)
     }
+}
+
+/// A time in an export: RFC 3339 in UTC, or null.
+fn export_time(ms: Option<i64>) -> serde_json::Value {
+    ms.and_then(|ms| jiff::Timestamp::from_millisecond(ms).ok())
+        .map(|t| serde_json::Value::String(t.to_string()))
+        .unwrap_or(serde_json::Value::Null)
 }
 
 /// A national ID's key as read back from `registrants.nid_hash` (16 bytes).
@@ -385,6 +414,25 @@ impl Store for SqlStore {
                 }
             });
         }
+        // SQLite, after an erasure: the log's older frames hold the erased
+        // values as they were; copy it all back and truncate it, then lay
+        // it out again if the operator asked for that.
+        if let Some(checkpointer) = &self.checkpointer
+            && self.erased.swap(false, std::sync::atomic::Ordering::AcqRel)
+        {
+            let emptied = checkpointer.empty_log().await.map_err(StoreError::Writer)?;
+            if !emptied {
+                self.note_erasure();
+            } else if let Some(path) = &self.sqlite_path {
+                let bytes = self.laid_out.load(std::sync::atomic::Ordering::Relaxed);
+                if bytes > 0 {
+                    crate::sqlite_log::lay_out_in_background(path.clone(), bytes)
+                        .await
+                        .map_err(StoreError::Writer)?;
+                }
+            }
+            return Ok(());
+        }
         // SQLite: folds the write-ahead log back into the database without
         // blocking writers, on the checkpointer's low-priority thread;
         // during a surge, once it is over (`defer_checkpoint`).
@@ -402,6 +450,8 @@ impl Store for SqlStore {
     }
 
     async fn lay_out_log(&self, bytes: u64) -> Result<u64> {
+        self.laid_out
+            .store(bytes, std::sync::atomic::Ordering::Relaxed);
         match &self.sqlite_path {
             Some(path) => crate::sqlite_log::lay_out_in_background(path.clone(), bytes)
                 .await
@@ -675,14 +725,25 @@ impl Store for SqlStore {
     ) -> Result<RegistrantRecord> {
         on_db!(self, |p| {
             let mut tx = p.begin_write().await?;
+            if change.paused == Some(true) {
+                // Pausing ends an open invitation: its offers first, in the
+                // lock order of every change to an invitation.
+                lock_offers_of_registrant!(p, tx, id);
+            }
             let status: Option<String> =
                 sqlx::query_scalar("SELECT status FROM registrants WHERE id = $1")
                     .bind(id)
                     .fetch_optional(&mut *tx)
                     .await?;
-            let status = status.ok_or(StoreError::NotFound)?;
+            let mut status = status.ok_or(StoreError::NotFound)?;
             if status == "withdrawn" {
                 return Err(StoreError::Conflict("withdrawn"));
+            }
+            if change.paused == Some(true) && status == "invited" {
+                // The open invitation is withdrawn with no penalty and its
+                // offer invites someone else; the person is then paused.
+                withdraw_open_invitations!(tx, id, now);
+                status = "waiting".into();
             }
             let mut changed: Vec<&str> = Vec::new();
             if let Some(lang) = &change.language {
@@ -753,22 +814,41 @@ impl Store for SqlStore {
     async fn withdraw_registrant(&self, id: i64, now: i64) -> Result<()> {
         on_db!(self, |p| {
             let mut tx = p.begin_write().await?;
-            let n = sqlx::query(
+            // Lock order everywhere: offer, outbox, invitation, registrant.
+            lock_offers_of_registrant!(p, tx, id);
+            let status: Option<String> =
+                sqlx::query_scalar("SELECT status FROM registrants WHERE id = $1")
+                    .bind(id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            if status.is_none_or(|s| s == "withdrawn") {
+                return Ok(());
+            }
+            // What is under way ends with the withdrawal: open invitations
+            // are withdrawn (their offers invite someone else), and a booking
+            // not yet attended is cancelled, its dose given back.
+            let invitations = withdraw_open_invitations!(tx, id, now);
+            let booked: Vec<i64> = sqlx::query_scalar(
+                "SELECT id FROM appointments WHERE registrant_id = $1 AND status = 'booked' ORDER BY id",
+            )
+            .bind(id)
+            .fetch_all(&mut *tx)
+            .await?;
+            for appointment in &booked {
+                cancel_booking!(tx, *appointment, "registrant", now);
+            }
+            sqlx::query(
                 "UPDATE registrants SET nid_hash = NULL, birth_ymd = NULL, title = NULL, first_name = NULL, last_name = NULL, \
-                 email = NULL, phone = NULL, status = 'withdrawn', status_changed_at = $2 WHERE id = $1 AND status <> 'withdrawn'",
+                 email = NULL, phone = NULL, status = 'withdrawn', status_changed_at = $2 WHERE id = $1",
             )
             .bind(id)
             .bind(now)
             .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            if n == 0 {
-                return Ok(());
-            }
+            .await?;
             replace_centers!(tx, id, &Vec::<i64>::new());
             replace_availability!(tx, id, &Vec::<(i64, i64, i64)>::new());
             sqlx::query(
-                "UPDATE outbox SET recipient = NULL, subject = NULL, body = NULL, \
+                "UPDATE outbox SET recipient = NULL, subject = NULL, body = NULL, last_error = NULL, \
                  status = CASE WHEN status IN ('queued', 'sending') THEN 'withdrawn' ELSE status END WHERE registrant_id = $1",
             )
             .bind(id)
@@ -778,6 +858,10 @@ impl Store for SqlStore {
                 .bind(id)
                 .execute(&mut *tx)
                 .await?;
+            let detail = format!(
+                "{{\"invitations_withdrawn\":{invitations},\"bookings_cancelled\":{}}}",
+                booked.len()
+            );
             audit!(
                 tx,
                 now,
@@ -785,9 +869,10 @@ impl Store for SqlStore {
                 "registrant.withdrawn",
                 "registrant",
                 id,
-                "{}"
+                detail
             );
             tx.commit().await?;
+            self.note_erasure();
             Ok(())
         })
     }
@@ -802,34 +887,49 @@ impl Store for SqlStore {
                     .bind(id)
                     .fetch_one(&mut *conn)
                     .await?;
-            let invitations = sqlx::query("SELECT offer_id, status, created_at, sent_at, expires_at, answered_at FROM invitations WHERE registrant_id = $1 ORDER BY id")
+            // Every invitation with its offer, centre and times; every
+            // message with its times and delivery (bodies are erased once
+            // handed over: the kind and subject say what each was).
+            let invitations = sqlx::query(
+                "SELECT i.offer_id, i.status, i.created_at, i.sent_at, i.expires_at, i.answered_at, o.center_id, c.name, o.vaccine, o.starts_at, o.ends_at \
+                 FROM invitations i JOIN offers o ON o.id = i.offer_id JOIN centers c ON c.id = o.center_id WHERE i.registrant_id = $1 ORDER BY i.id",
+            )
+            .bind(id)
+            .fetch_all(&mut *conn)
+            .await?
+            .iter()
+            .map(|x| {
+                Ok(json!({"offer": x.try_get::<i64, _>(0)?.to_string(), "status": x.try_get::<String, _>(1)?,
+                    "created_at": export_time(x.try_get(2)?), "sent_at": export_time(x.try_get(3)?),
+                    "expires_at": export_time(x.try_get(4)?), "answered_at": export_time(x.try_get(5)?),
+                    "center": x.try_get::<i64, _>(6)?.to_string(), "center_name": x.try_get::<String, _>(7)?,
+                    "vaccine": x.try_get::<String, _>(8)?,
+                    "starts_at": export_time(x.try_get(9)?), "ends_at": export_time(x.try_get(10)?)}))
+            })
+            .collect::<Result<Vec<_>, sqlx::Error>>()?;
+            let appointments = sqlx::query("SELECT a.center_id, a.vaccine, a.starts_at, a.ends_at, a.status, a.created_at, a.updated_at, c.name FROM appointments a JOIN centers c ON c.id = a.center_id WHERE a.registrant_id = $1 ORDER BY a.id")
                 .bind(id)
                 .fetch_all(&mut *conn)
                 .await?
                 .iter()
                 .map(|x| {
-                    Ok(json!({"offer": x.try_get::<i64, _>(0)?.to_string(), "status": x.try_get::<String, _>(1)?, "created_at": x.try_get::<i64, _>(2)?,
-                        "sent_at": x.try_get::<Option<i64>, _>(3)?, "expires_at": x.try_get::<Option<i64>, _>(4)?, "answered_at": x.try_get::<Option<i64>, _>(5)?}))
+                    Ok(json!({"center": x.try_get::<i64, _>(0)?.to_string(), "center_name": x.try_get::<String, _>(7)?,
+                        "vaccine": x.try_get::<String, _>(1)?, "starts_at": export_time(x.try_get(2)?),
+                        "ends_at": export_time(x.try_get(3)?), "status": x.try_get::<String, _>(4)?,
+                        "booked_at": export_time(x.try_get(5)?), "updated_at": export_time(x.try_get(6)?)}))
                 })
                 .collect::<Result<Vec<_>, sqlx::Error>>()?;
-            let appointments = sqlx::query("SELECT center_id, vaccine, starts_at, ends_at, status FROM appointments WHERE registrant_id = $1 ORDER BY id")
-                .bind(id)
-                .fetch_all(&mut *conn)
-                .await?
-                .iter()
-                .map(|x| {
-                    Ok(json!({"center": x.try_get::<i64, _>(0)?.to_string(), "vaccine": x.try_get::<String, _>(1)?, "starts_at": x.try_get::<i64, _>(2)?,
-                        "ends_at": x.try_get::<i64, _>(3)?, "status": x.try_get::<String, _>(4)?}))
-                })
-                .collect::<Result<Vec<_>, sqlx::Error>>()?;
-            let messages = sqlx::query("SELECT kind, channel, status, created_at, sent_at FROM outbox WHERE registrant_id = $1 ORDER BY id")
+            let messages = sqlx::query("SELECT kind, channel, status, created_at, sent_at, reference, subject, attempts, delivery, delivery_at FROM outbox WHERE registrant_id = $1 ORDER BY id")
                 .bind(id)
                 .fetch_all(&mut *conn)
                 .await?
                 .iter()
                 .map(|x| {
                     Ok(json!({"kind": x.try_get::<String, _>(0)?, "channel": x.try_get::<String, _>(1)?, "status": x.try_get::<String, _>(2)?,
-                        "created_at": x.try_get::<i64, _>(3)?, "sent_at": x.try_get::<Option<i64>, _>(4)?}))
+                        "created_at": export_time(x.try_get(3)?), "sent_at": export_time(x.try_get(4)?),
+                        "reference": x.try_get::<String, _>(5)?, "subject": x.try_get::<Option<String>, _>(6)?,
+                        "attempts": x.try_get::<i64, _>(7)?, "delivery": x.try_get::<Option<String>, _>(8)?,
+                        "delivery_at": export_time(x.try_get(9)?)}))
                 })
                 .collect::<Result<Vec<_>, sqlx::Error>>()?;
             Ok(json!({
@@ -837,7 +937,7 @@ impl Store for SqlStore {
                     "status": r.status, "language": r.language, "country": country, "title": r.title, "first_name": r.first_name,
                     "last_name": r.last_name, "email": r.email, "phone": r.phone,
                     "centers": r.centers.iter().map(i64::to_string).collect::<Vec<_>>(),
-                    "availability": r.availability, "created_at": r.created_at, "confirmed_at": r.confirmed_at,
+                    "availability": r.availability, "created_at": export_time(Some(r.created_at)), "confirmed_at": export_time(r.confirmed_at),
                     "national_id": "kept only as a keyed hash, never in clear"
                 },
                 "invitations": invitations, "appointments": appointments, "messages": messages,
@@ -862,7 +962,7 @@ impl Store for SqlStore {
                     .await?;
                 replace_centers!(tx, *id, &Vec::<i64>::new());
                 replace_availability!(tx, *id, &Vec::<(i64, i64, i64)>::new());
-                sqlx::query("UPDATE outbox SET recipient = NULL, subject = NULL, body = NULL WHERE registrant_id = $1").bind(*id).execute(&mut *tx).await?;
+                sqlx::query("UPDATE outbox SET recipient = NULL, subject = NULL, body = NULL, last_error = NULL WHERE registrant_id = $1").bind(*id).execute(&mut *tx).await?;
                 audit!(
                     tx,
                     now,
@@ -873,6 +973,9 @@ impl Store for SqlStore {
                     "{}"
                 );
                 tx.commit().await?;
+            }
+            if !ids.is_empty() {
+                self.note_erasure();
             }
             Ok(ids.len() as i64)
         })
@@ -1078,7 +1181,7 @@ impl Store for SqlStore {
             .bind(id)
             .bind(worker)
             .bind(next_attempt_at)
-            .bind(error)
+            .bind(standby_domain::redact::mask_contacts(error))
             .execute(p)
             .await?;
             drop(slot);
@@ -1095,7 +1198,7 @@ impl Store for SqlStore {
             )
             .bind(id)
             .bind(worker)
-            .bind(error)
+            .bind(standby_domain::redact::mask_contacts(error))
             .fetch_optional(&mut *tx)
             .await?;
             if let Some(invitation) = invitation {
@@ -1150,16 +1253,38 @@ impl Store for SqlStore {
         })
     }
 
-    async fn message_receipt(&self, reference: &str, delivered: bool, now: i64) -> Result<bool> {
+    async fn message_receipt(
+        &self,
+        reference: &str,
+        delivered: bool,
+        now: i64,
+    ) -> Result<ReceiptOutcome> {
         on_db!(self, |p| {
             let mut tx = p.begin_write().await?;
-            let row = sqlx::query("UPDATE outbox SET delivery = $2, delivery_at = $3 WHERE reference = $1 RETURNING id, invitation_id")
+            // Only an SMS that left (or is leaving: a receipt may overtake
+            // the gateway's answer) and whose delivery is not known yet.
+            let row = sqlx::query(
+                "UPDATE outbox SET delivery = $2, delivery_at = $3 WHERE reference = $1 AND channel = 'sms' \
+                 AND status IN ('sending', 'sent') AND delivery IS NULL RETURNING id, invitation_id",
+            )
+            .bind(reference)
+            .bind(if delivered { "delivered" } else { "failed" })
+            .bind(now)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some(row) = row else {
+                let known: Option<String> = sqlx::query_scalar(
+                    "SELECT status FROM outbox WHERE reference = $1 AND channel = 'sms'",
+                )
                 .bind(reference)
-                .bind(if delivered { "delivered" } else { "failed" })
-                .bind(now)
                 .fetch_optional(&mut *tx)
                 .await?;
-            let Some(row) = row else { return Ok(false) };
+                return Ok(if known.is_some() {
+                    ReceiptOutcome::Unchanged
+                } else {
+                    ReceiptOutcome::Unknown
+                });
+            };
             let id: i64 = row.try_get(0)?;
             let invitation: Option<i64> = row.try_get(1)?;
             audit!(
@@ -1179,7 +1304,7 @@ impl Store for SqlStore {
                 undeliverable_if_unreached!(tx, inv, "gateway", now);
             }
             tx.commit().await?;
-            Ok(true)
+            Ok(ReceiptOutcome::Recorded)
         })
     }
 

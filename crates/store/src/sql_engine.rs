@@ -133,7 +133,7 @@ macro_rules! end_offer {
         // Lock order everywhere: offer, outbox, invitation, registrant.
         sqlx::query("UPDATE offers SET status = $2, closed_at = $3 WHERE id = $1 AND status = 'open'").bind($offer).bind($status).bind($now).execute(&mut *$tx).await?;
         sqlx::query(
-            "UPDATE outbox SET status = 'withdrawn', body = NULL, recipient = NULL WHERE status IN ('queued', 'sending') AND invitation_id IN \
+            "UPDATE outbox SET status = 'withdrawn', body = NULL, recipient = NULL, last_error = NULL WHERE status IN ('queued', 'sending') AND invitation_id IN \
              (SELECT id FROM invitations WHERE offer_id = $1 AND status IN ('queued', 'sent'))",
         )
         .bind($offer)
@@ -171,6 +171,23 @@ macro_rules! release_unbooked {
                 .execute(&mut *$tx)
                 .await?;
         }
+    }};
+}
+
+/// The answer to accepting a withdrawn invitation: the offer filled (the
+/// person keeps their place), or the invitation closed for another reason
+/// (the person withdrew or paused, staff closed the offer).
+macro_rules! withdrawn_outcome {
+    ($tx:expr, $offer:expr) => {{
+        let status: Option<String> = sqlx::query_scalar("SELECT status FROM offers WHERE id = $1")
+            .bind($offer)
+            .fetch_optional(&mut *$tx)
+            .await?;
+        Ok(if status.as_deref() == Some("filled") {
+            AcceptOutcome::OfferFilled
+        } else {
+            AcceptOutcome::Closed
+        })
     }};
 }
 
@@ -492,7 +509,7 @@ impl EngineStore for SqlStore {
                 }
                 "queued" | "sent" => {}
                 "expired" => return Ok(AcceptOutcome::Expired),
-                "withdrawn" => return Ok(AcceptOutcome::OfferFilled),
+                "withdrawn" => return withdrawn_outcome!(tx, offer_id),
                 other => return Ok(AcceptOutcome::Answered(other.to_string())),
             }
             // Locks in one order everywhere: the offer, then its invitations.
@@ -500,8 +517,18 @@ impl EngineStore for SqlStore {
                 .bind(offer_id)
                 .fetch_optional(&mut *tx)
                 .await?;
+            // The person's state, read under the offer's lock (a withdrawal
+            // or a pause takes it too): only someone still invited books.
+            let person: Option<String> =
+                sqlx::query_scalar("SELECT status FROM registrants WHERE id = $1")
+                    .bind(registrant)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            if person.as_deref() != Some("invited") {
+                return Ok(AcceptOutcome::Closed);
+            }
             // Its messages not yet handed over need not leave any more.
-            sqlx::query("UPDATE outbox SET status = 'withdrawn', body = NULL, recipient = NULL WHERE invitation_id = $1 AND status = 'queued'")
+            sqlx::query("UPDATE outbox SET status = 'withdrawn', body = NULL, recipient = NULL, last_error = NULL WHERE invitation_id = $1 AND status = 'queued'")
                 .bind(id)
                 .execute(&mut *tx)
                 .await?;
@@ -518,11 +545,10 @@ impl EngineStore for SqlStore {
                         .bind(id)
                         .fetch_one(&mut *tx)
                         .await?;
-                return Ok(if status == "withdrawn" {
-                    AcceptOutcome::OfferFilled
-                } else {
-                    AcceptOutcome::Answered(status)
-                });
+                if status == "withdrawn" {
+                    return withdrawn_outcome!(tx, offer_id);
+                }
+                return Ok(AcceptOutcome::Answered(status));
             }
             let booked = sqlx::query("UPDATE offers SET booked = booked + 1 WHERE id = $1 AND status = 'open' AND booked < doses")
                 .bind(offer_id)
@@ -631,7 +657,7 @@ impl EngineStore for SqlStore {
                 "expired" => return Ok(DeclineOutcome::Expired),
                 other => return Ok(DeclineOutcome::Answered(other.to_string())),
             }
-            sqlx::query("UPDATE outbox SET status = 'withdrawn', body = NULL, recipient = NULL WHERE invitation_id = $1 AND status = 'queued'").bind(id).execute(&mut *tx).await?;
+            sqlx::query("UPDATE outbox SET status = 'withdrawn', body = NULL, recipient = NULL, last_error = NULL WHERE invitation_id = $1 AND status = 'queued'").bind(id).execute(&mut *tx).await?;
             let claimed: Option<i64> = sqlx::query_scalar("UPDATE invitations SET status = 'declined', answered_at = $2 WHERE id = $1 AND status IN ('queued', 'sent') RETURNING id")
                 .bind(id)
                 .bind(now)
@@ -820,67 +846,91 @@ impl EngineStore for SqlStore {
     ) -> Result<AppointmentRecord> {
         on_db!(self, |p| {
             let mut tx = p.begin_write().await?;
-            let Some(r) = sqlx::query(
-                "SELECT status, center_id, vaccine, registrant_id FROM appointments WHERE id = $1",
-            )
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await?
+            let Some(offer) =
+                sqlx::query_scalar::<_, i64>("SELECT offer_id FROM appointments WHERE id = $1")
+                    .bind(id)
+                    .fetch_optional(&mut *tx)
+                    .await?
             else {
                 return Err(StoreError::NotFound);
             };
+            // Lock order everywhere: the offer first.
+            sqlx::query(p.lock_offer_sql())
+                .bind(offer)
+                .fetch_optional(&mut *tx)
+                .await?;
+            let r = sqlx::query(
+                "SELECT status, center_id, vaccine, registrant_id FROM appointments WHERE id = $1",
+            )
+            .bind(id)
+            .fetch_one(&mut *tx)
+            .await?;
             let (current, center, vaccine, registrant): (String, i64, String, i64) =
                 (r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?);
             if current != "booked" {
                 return Err(StoreError::Conflict("appointment_already_closed"));
             }
-            let (stock_sql, kind, person) = match status {
-                "attended" => (
-                    "UPDATE stock SET on_hand = on_hand - 1, reserved = reserved - 1, administered = administered + 1 WHERE center_id = $1 AND vaccine = $2",
-                    "administered",
-                    "vaccinated",
-                ),
-                "no_show" | "cancelled" => (
-                    "UPDATE stock SET reserved = reserved - 1 WHERE center_id = $1 AND vaccine = $2",
-                    "released",
-                    "waiting",
-                ),
+            let person = match status {
+                "attended" | "no_show" => {
+                    let (stock_sql, kind, person) = if status == "attended" {
+                        (
+                            "UPDATE stock SET on_hand = on_hand - 1, reserved = reserved - 1, administered = administered + 1 WHERE center_id = $1 AND vaccine = $2",
+                            "administered",
+                            "vaccinated",
+                        )
+                    } else {
+                        // The time has passed: the dose goes back to the free stock.
+                        (
+                            "UPDATE stock SET reserved = reserved - 1 WHERE center_id = $1 AND vaccine = $2",
+                            "released",
+                            "waiting",
+                        )
+                    };
+                    sqlx::query(stock_sql)
+                        .bind(center)
+                        .bind(&vaccine)
+                        .execute(&mut *tx)
+                        .await?;
+                    sqlx::query("INSERT INTO stock_ledger (center_id, vaccine, kind, doses, actor, at) VALUES ($1, $2, $3, 1, $4, $5)")
+                        .bind(center)
+                        .bind(&vaccine)
+                        .bind(kind)
+                        .bind(actor)
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?;
+                    sqlx::query(
+                        "UPDATE appointments SET status = $2, updated_at = $3 WHERE id = $1",
+                    )
+                    .bind(id)
+                    .bind(status)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                    audit!(
+                        tx,
+                        now,
+                        actor,
+                        format!("appointment.{status}"),
+                        "appointment",
+                        id,
+                        "{}"
+                    );
+                    person
+                }
+                // The dose goes back to the offer, which invites someone else.
+                "cancelled" => {
+                    cancel_booking!(tx, id, actor, now);
+                    "waiting"
+                }
                 _ => return Err(StoreError::Conflict("invalid_status")),
             };
-            sqlx::query(stock_sql)
-                .bind(center)
-                .bind(&vaccine)
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query("INSERT INTO stock_ledger (center_id, vaccine, kind, doses, actor, at) VALUES ($1, $2, $3, 1, $4, $5)")
-                .bind(center)
-                .bind(&vaccine)
-                .bind(kind)
-                .bind(actor)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query("UPDATE appointments SET status = $2, updated_at = $3 WHERE id = $1")
-                .bind(id)
-                .bind(status)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
             sqlx::query("UPDATE registrants SET status = $2, status_changed_at = $3 WHERE id = $1 AND status = 'booked'")
                 .bind(registrant)
                 .bind(person)
                 .bind(now)
                 .execute(&mut *tx)
                 .await?;
-            audit!(
-                tx,
-                now,
-                actor,
-                format!("appointment.{status}"),
-                "appointment",
-                id,
-                "{}"
-            );
             let r = sqlx::query(SELECT_APPOINTMENT)
                 .bind(id)
                 .fetch_one(&mut *tx)

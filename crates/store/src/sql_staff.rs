@@ -123,6 +123,46 @@ impl StaffStore for SqlStore {
         })
     }
 
+    async fn failures(&self, key: &str) -> Result<Option<(i64, i64)>> {
+        on_db!(self, |p| {
+            let row = sqlx::query("SELECT hits, window_start FROM throttle WHERE key = $1")
+                .bind(key)
+                .fetch_optional(p)
+                .await?;
+            row.map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).transpose()
+        })
+    }
+
+    async fn add_failure(&self, key: &str, forget_after_ms: i64, now: i64) -> Result<i64> {
+        // `window_start` holds when the last failure was.
+        on_db!(self, |p| {
+            let mut tx = p.begin_write().await?;
+            let hits: i64 = sqlx::query_scalar(
+                "INSERT INTO throttle (key, window_start, hits) VALUES ($1, $2, 1) \
+                 ON CONFLICT (key) DO UPDATE SET hits = CASE WHEN throttle.window_start >= $3 THEN throttle.hits + 1 ELSE 1 END, \
+                 window_start = excluded.window_start RETURNING hits",
+            )
+            .bind(key)
+            .bind(now)
+            .bind(now - forget_after_ms)
+            .fetch_one(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(hits)
+        })
+    }
+
+    async fn clear_failures(&self, key: &str) -> Result<()> {
+        on_db!(self, |p| {
+            let _slot = p.write_slot().await;
+            sqlx::query("DELETE FROM throttle WHERE key = $1")
+                .bind(key)
+                .execute(p)
+                .await?;
+            Ok(())
+        })
+    }
+
     async fn adjust_stock(
         &self,
         center_id: i64,

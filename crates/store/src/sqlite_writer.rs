@@ -431,6 +431,31 @@ impl Checkpointer {
     }
 }
 
+impl Checkpointer {
+    /// Copies the whole log into the database and truncates it to nothing,
+    /// holding this process's writer slot: after personal data was erased,
+    /// the log's older frames still hold the pages as they were. `Ok(false)`
+    /// when a reader of another process kept it from finishing (try again).
+    pub(crate) async fn empty_log(&self) -> Result<bool, String> {
+        let (reply, answer) = oneshot::channel();
+        let job = Box::new(move |conn: &mut rusqlite::Connection, seen: &mut Seen| {
+            let _slot = crate::dialect::sqlite_writer_slot_blocking();
+            let result = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+                r.get::<_, i64>(0)
+            });
+            *seen = Seen::default();
+            let _ = reply.send(result.map(|busy| busy == 0));
+        });
+        self.jobs
+            .send(job)
+            .map_err(|_| "SQLite checkpointer stopped".to_string())?;
+        answer
+            .await
+            .map_err(|_| "SQLite checkpointer dropped the work".to_string())?
+            .map_err(|e| e.to_string())
+    }
+}
+
 fn checkpoint_round(
     conn: &mut rusqlite::Connection,
     restart_frames: i64,
@@ -557,6 +582,9 @@ pub(crate) fn connect(path: &Path) -> rusqlite::Result<rusqlite::Connection> {
     // disk. The pool's connections stay FULL.
     conn.pragma_update(None, "synchronous", "normal")?;
     conn.pragma_update(None, "foreign_keys", "on")?;
+    // Erased personal data is overwritten with zeros, not left in freed
+    // space of a page (see `SqlStore::connect`).
+    conn.pragma_update(None, "secure_delete", "on")?;
     conn.pragma_update(None, "wal_autocheckpoint", 0)?;
     conn.pragma_update(None, "cache_size", -16384)?;
     conn.set_prepared_statement_cache_capacity(16);
