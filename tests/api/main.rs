@@ -8,6 +8,7 @@ mod cli;
 mod connections;
 mod crash;
 mod engine;
+mod erasure;
 mod fuzz_corpus;
 mod gateway;
 mod helpers;

@@ -3,7 +3,9 @@ and writes each one, as received, to DIR/<n>.eml.
 
     python3 tests/support/smtp_sink.py PORT DIR [STALL_SECONDS]
 
-Recipients containing "reject" are refused for good (550). With
+Recipients containing "reject" are refused for good (550); those containing
+"busy" are refused once for now (450), the reply echoing the address, as
+many servers do, and taken at the next try. With
 STALL_SECONDS, the server holds every message that long before answering
 during its first STALL_SECONDS of life (an SMTP server that stalls).
 """
@@ -21,10 +23,14 @@ class Sink:
         self.folder = folder
         self.counter = itertools.count(1)
         self.stall_until = time.monotonic() + stall
+        self.refused_once = set()
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         if "reject" in address:
             return "550 5.1.1 mailbox unavailable"
+        if "busy" in address and address not in self.refused_once:
+            self.refused_once.add(address)
+            return f"450 4.2.1 <{address}>: mailbox busy, try again later"
         envelope.rcpt_tos.append(address)
         return "250 OK"
 

@@ -64,7 +64,7 @@ fn number_at(chars: &[char], i: usize) -> Option<usize> {
         if c.is_ascii_digit() {
             digits += 1;
             last_digit = end + 1;
-        } else if !(c == '+' && end == i) && !" .-/()".contains(c) {
+        } else if !(" .-/()".contains(c) || (c == '+' && end == i)) {
             break;
         }
         end += 1;

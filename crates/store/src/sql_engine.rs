@@ -517,6 +517,19 @@ impl EngineStore for SqlStore {
                 .bind(offer_id)
                 .fetch_optional(&mut *tx)
                 .await?;
+            // Answered meanwhile (a concurrent accept of the same link waited
+            // on the offer's lock, as this one did): say so, as before.
+            let now_status: String =
+                sqlx::query_scalar("SELECT status FROM invitations WHERE id = $1")
+                    .bind(id)
+                    .fetch_one(&mut *tx)
+                    .await?;
+            match now_status.as_str() {
+                "queued" | "sent" => {}
+                "withdrawn" => return withdrawn_outcome!(tx, offer_id),
+                "expired" => return Ok(AcceptOutcome::Expired),
+                _ => return Ok(AcceptOutcome::Answered(now_status)),
+            }
             // The person's state, read under the offer's lock (a withdrawal
             // or a pause takes it too): only someone still invited books.
             let person: Option<String> =
