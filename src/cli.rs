@@ -174,7 +174,13 @@ async fn serve(config: Config, may_seed_demo: bool) -> anyhow::Result<()> {
 /// background while the server starts answering (see the store's
 /// `lay_out_log`); a failure only means the log grows as it is written.
 fn lay_out_log(store: &Arc<standby_store::SqlStore>, mib: u32) {
-    if mib == 0 || store.backend() != standby_store::Backend::Sqlite {
+    if store.backend() != standby_store::Backend::Sqlite {
+        return;
+    }
+    if mib == 0 {
+        tracing::info!(
+            "write-ahead log not laid out: it grows as it is written (STANDBY_SQLITE_WAL_MB sets how many MiB to reserve for a launch-day surge)"
+        );
         return;
     }
     let store = store.clone();
@@ -182,6 +188,7 @@ fn lay_out_log(store: &Arc<standby_store::SqlStore>, mib: u32) {
         let started = std::time::Instant::now();
         match store.lay_out_log(u64::from(mib) << 20).await {
             Ok(bytes) => tracing::info!(
+                requested_mib = mib,
                 added_mib = bytes >> 20,
                 duration_ms = started.elapsed().as_millis() as u64,
                 "write-ahead log laid out"

@@ -400,8 +400,12 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
 /// Who may read `/metrics`: with `STANDBY_METRICS_TOKEN` set, whoever
 /// sends it as a bearer token; otherwise loopback and the trusted proxies
 /// only (the figures tell an outsider how busy the service is).
-fn metrics_allowed(state: &AppState, parts: &axum::http::request::Parts) -> Result<(), AppError> {
-    if let Some(expected) = state.config.metrics_token.as_deref() {
+fn metrics_allowed(
+    token: Option<&str>,
+    trusted: &[std::net::IpAddr],
+    parts: &axum::http::request::Parts,
+) -> Result<(), AppError> {
+    if let Some(expected) = token {
         let given = parts
             .headers
             .get(axum::http::header::AUTHORIZATION)
@@ -418,7 +422,7 @@ fn metrics_allowed(state: &AppState, parts: &axum::http::request::Parts) -> Resu
         };
     }
     match super::extract::peer_addr(parts) {
-        Some(ip) if ip.is_loopback() || state.config.trusted_proxies.contains(&ip) => Ok(()),
+        Some(ip) if ip.is_loopback() || trusted.contains(&ip) => Ok(()),
         _ => Err(AppError::Forbidden),
     }
 }
@@ -428,7 +432,11 @@ pub async fn metrics(
     req: axum::extract::Request,
 ) -> Result<Response, AppError> {
     let (parts, _) = req.into_parts();
-    metrics_allowed(&state, &parts)?;
+    metrics_allowed(
+        state.config.metrics_token.as_deref(),
+        &state.config.trusted_proxies,
+        &parts,
+    )?;
     let mut out = String::new();
     crate::metrics::render_counters(&mut out);
     crate::metrics::render_histograms(&mut out);
@@ -476,6 +484,37 @@ pub async fn metrics(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn from(ip: [u8; 4], authorization: Option<&str>) -> axum::http::request::Parts {
+        let mut req = axum::http::Request::new(());
+        req.extensions_mut()
+            .insert(axum::extract::ConnectInfo(std::net::SocketAddr::from((
+                ip, 40_000,
+            ))));
+        if let Some(a) = authorization {
+            req.headers_mut()
+                .insert(axum::http::header::AUTHORIZATION, a.parse().unwrap());
+        }
+        req.into_parts().0
+    }
+
+    #[test]
+    fn metrics_answer_loopback_and_trusted_proxies_or_the_token() {
+        let proxy: std::net::IpAddr = "10.0.0.2".parse().unwrap();
+        assert!(metrics_allowed(None, &[], &from([127, 0, 0, 1], None)).is_ok());
+        assert!(metrics_allowed(None, &[proxy], &from([10, 0, 0, 2], None)).is_ok());
+        assert!(matches!(
+            metrics_allowed(None, &[proxy], &from([203, 0, 113, 9], None)),
+            Err(AppError::Forbidden)
+        ));
+        let token = Some("t0123456789abcdef0123456789abcdef");
+        let bearer = Some("bearer t0123456789abcdef0123456789abcdef");
+        assert!(metrics_allowed(token, &[], &from([203, 0, 113, 9], bearer)).is_ok());
+        assert!(matches!(
+            metrics_allowed(token, &[], &from([127, 0, 0, 1], None)),
+            Err(AppError::Unauthorized)
+        ));
+    }
 
     /// The sign-up's direct reading and the general one agree on every
     /// field given every kind of JSON value, given twice, or unknown.

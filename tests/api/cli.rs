@@ -26,12 +26,17 @@ async fn bad_configuration_exits_2_naming_the_setting() {
         ("DATABASE_URL", "mysql://x"),
         ("STANDBY_LISTEN", "here"),
         ("STANDBY_SQLITE_WAL_MB", "a lot"),
+        // Secrets shorter than 32 bytes.
+        ("STANDBY_SECRET", "0123456789abcdef0123456789abcde"),
+        ("STANDBY_RECEIPT_SECRET", "short-receipt-secret"),
+        ("STANDBY_METRICS_TOKEN", "short-token"),
+        ("STANDBY_SECRET_FILE", "/nonexistent/standby.key"),
     ] {
-        let out = standby(tmp.path(), "sqlite://t.db")
-            .env(var, value)
-            .arg("migrate")
-            .output()
-            .unwrap();
+        let mut command = standby(tmp.path(), "sqlite://t.db");
+        if var == "STANDBY_SECRET_FILE" {
+            command.env_remove("STANDBY_SECRET");
+        }
+        let out = command.env(var, value).arg("migrate").output().unwrap();
         assert_eq!(out.status.code(), Some(2), "{var}");
         let err = String::from_utf8(out.stderr).unwrap();
         let lines: Vec<&str> = err.lines().filter(|l| !l.contains("WARN")).collect();

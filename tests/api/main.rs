@@ -11,6 +11,7 @@ mod engine;
 mod erasure;
 mod fuzz_corpus;
 mod gateway;
+mod hardening;
 mod helpers;
 mod production;
 mod qvax;

@@ -136,6 +136,38 @@ async fn withdrawing_after_booking_gives_the_dose_back_and_the_offer_invites_aga
         (o["status"].as_str(), o["booked"].as_i64()),
         (Some("filled"), Some(1))
     );
+    // A data-access request is answered completely: the invitation with its
+    // times, every message with when it left.
+    let (s, export) = app.get_json(&format!("/api/v1/me/{first_me}/export")).await;
+    assert_eq!(s, 200);
+    let inv = &export["invitations"][0];
+    assert_eq!(
+        (inv["status"].as_str(), inv["center_name"].as_str()),
+        (Some("accepted"), Some("Heysel"))
+    );
+    for field in [
+        "created_at",
+        "sent_at",
+        "expires_at",
+        "answered_at",
+        "starts_at",
+        "ends_at",
+    ] {
+        assert!(
+            inv[field].as_str().is_some_and(|t| t.ends_with('Z')),
+            "{field}: {export}"
+        );
+    }
+    assert_eq!(export["appointments"][0]["status"], "booked");
+    let messages = export["messages"].as_array().unwrap();
+    let invitation_mail = messages
+        .iter()
+        .find(|m| m["kind"] == "invitation" && m["channel"] == "email")
+        .expect("the invitation e-mail");
+    assert_eq!(invitation_mail["status"], "sent");
+    assert!(invitation_mail["sent_at"].is_string(), "{export}");
+    assert!(invitation_mail["subject"].is_string(), "{export}");
+    assert!(messages.iter().any(|m| m["kind"] == "booking"), "{export}");
     withdraw(&app, &first_me).await;
     // The booking is cancelled in the same step, its dose back with the
     // offer (still reserved), which opens again and invites the third person.
