@@ -421,7 +421,11 @@ fn metrics_allowed(
             Err(AppError::Unauthorized)
         };
     }
-    match super::extract::peer_addr(parts) {
+    // The client as the proxies report it: a request from the internet
+    // through a trusted proxy is the internet's, not the proxy's.
+    let client =
+        super::extract::client_ip(&parts.headers, super::extract::peer_addr(parts), trusted);
+    match client {
         Some(ip) if ip.is_loopback() || trusted.contains(&ip) => Ok(()),
         _ => Err(AppError::Forbidden),
     }
@@ -505,6 +509,15 @@ mod tests {
         assert!(metrics_allowed(None, &[proxy], &from([10, 0, 0, 2], None)).is_ok());
         assert!(matches!(
             metrics_allowed(None, &[proxy], &from([203, 0, 113, 9], None)),
+            Err(AppError::Forbidden)
+        ));
+        // Through the trusted proxy, for a client on the internet: refused.
+        let mut forwarded = from([10, 0, 0, 2], None);
+        forwarded
+            .headers
+            .insert("x-forwarded-for", "203.0.113.9".parse().unwrap());
+        assert!(matches!(
+            metrics_allowed(None, &[proxy], &forwarded),
             Err(AppError::Forbidden)
         ));
         let token = Some("t0123456789abcdef0123456789abcdef");
