@@ -9,7 +9,7 @@ BIN=${STANDBY_BIN:-target/debug/standby}
 [ -x "$BIN" ] || cargo build --quiet --bin standby
 WORK=$(mktemp -d)
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-export STANDBY_SECRET=schemathesis-secret-0123456789abcdef012 STANDBY_CLIENT_RATE=0 STANDBY_LOG=warn \
+export STANDBY_SECRET=schemathesis-secret-0123456789abcdef012 STANDBY_CLIENT_RATE=0 STANDBY_LOG=warn STANDBY_QUIET_HOURS=none \
   STANDBY_EMAIL="file:$WORK/outbox" STANDBY_SMS="file:$WORK/outbox" \
   STANDBY_RECEIPT_SECRET=receipts-secret-0123456789abcdef0123456
 PASSWORD=$("$BIN" demo --database "sqlite://$WORK/db.sqlite" --registrants 50 | awk '/admin@standby.test/ { print $NF }')

@@ -61,6 +61,23 @@ pub struct Config {
     pub reuse_port: bool,
     /// SQLite: how much write-ahead log `serve` lays out at start (MiB).
     pub sqlite_wal_mb: u32,
+    /// Centres' quiet hours unless a centre has its own (`None`: none).
+    pub quiet_hours: Option<standby_domain::schedule::QuietHours>,
+    /// An offer stops inviting this long, beyond its response window, before it ends.
+    pub travel_margin_ms: i64,
+    /// Consecutive counted silences (within 14 days) after which a person is paused.
+    pub pause_after_silences: i64,
+    /// Invitations one person may get in any 24 hours.
+    pub invitations_per_day: i64,
+}
+
+impl Config {
+    /// The default quiet hours as a centre shows them.
+    pub fn quiet_hours_text(&self) -> String {
+        self.quiet_hours
+            .map(|q| q.to_text())
+            .unwrap_or_else(|| "none".into())
+    }
 }
 
 impl std::fmt::Debug for Config {
@@ -309,6 +326,29 @@ impl Config {
             // A demo or a small centre needs no log laid out: only an
             // operator expecting a launch-day surge asks for one (DEPLOY.md).
             sqlite_wal_mb: parse_rate(env, "STANDBY_SQLITE_WAL_MB", 0, true)?,
+            quiet_hours: match env("STANDBY_QUIET_HOURS") {
+                None => Some(standby_domain::schedule::QuietHours::DEFAULT),
+                Some(v) => standby_domain::schedule::QuietHours::parse(&v).map_err(|why| {
+                    bad(
+                        "STANDBY_QUIET_HOURS",
+                        format!("{why}; expected HH:MM-HH:MM or none"),
+                    )
+                })?,
+            },
+            travel_margin_ms: i64::from(parse_rate(env, "STANDBY_TRAVEL_MARGIN_MINUTES", 0, true)?)
+                * 60_000,
+            pause_after_silences: i64::from(parse_rate(
+                env,
+                "STANDBY_PAUSE_AFTER_SILENCES",
+                3,
+                false,
+            )?),
+            invitations_per_day: i64::from(parse_rate(
+                env,
+                "STANDBY_INVITATIONS_PER_DAY",
+                3,
+                false,
+            )?),
         })
     }
 }
@@ -503,6 +543,10 @@ mod tests {
             ("STANDBY_RECEIPT_SECRET", "0123456789abcdef0123456789abcde"),
             ("STANDBY_METRICS_TOKEN", "0123456789abcdef"),
             ("STANDBY_SQLITE_WAL_MB", "lots"),
+            ("STANDBY_QUIET_HOURS", "21:00"),
+            ("STANDBY_QUIET_HOURS", "21:00-21:00"),
+            ("STANDBY_PAUSE_AFTER_SILENCES", "0"),
+            ("STANDBY_INVITATIONS_PER_DAY", "many"),
         ] {
             let err = load(&[(var, value)]).unwrap_err();
             assert_eq!(err.setting, var, "{var}={value}: {err}");

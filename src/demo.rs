@@ -157,6 +157,9 @@ pub async fn seed(
                     address: (*address).into(),
                     postal_code: (*postal).into(),
                     time_zone: (*tz).into(),
+                    // A demo is tried at any hour: its centres keep no quiet
+                    // hours (real centres default to 21:00-08:00).
+                    quiet_hours: Some("none".into()),
                 },
                 actor,
                 now,

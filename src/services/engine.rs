@@ -15,14 +15,41 @@ use standby_domain::Language;
 use standby_domain::invitation::{
     birth_bounds, invitations_to_create, wave_factor, weekly_windows, ymd,
 };
+use standby_domain::schedule::{QuietHours, offer_still_invites, silence_counts};
 use standby_store::{
     AcceptOutcome, AppointmentRecord, CandidateQuery, Contact, DeclineOutcome, InvitationCounts,
-    NewInvitation, NewOffer, OfferRecord, Rendered,
+    NewInvitation, NewOffer, OfferRecord, PauseRule, Rendered, SilenceContext,
 };
 use std::time::Duration;
 
 /// Answers within this past window teach the wave factor.
 pub const LEARNING_WINDOW_MS: i64 = 7 * 24 * 3600 * 1000;
+const DAY_MS: i64 = 24 * 3600 * 1000;
+/// Consecutive counted silences further apart than this start again.
+pub const SILENCE_WINDOW_MS: i64 = 14 * DAY_MS;
+
+/// A centre's quiet hours: its own, or the configured default.
+pub fn quiet_hours_of(state: &AppState, own: Option<&str>) -> Option<QuietHours> {
+    match own.map(QuietHours::parse) {
+        Some(Ok(q)) => q,
+        _ => state.config.quiet_hours,
+    }
+}
+
+/// Does a silence count against its person? Only when the invitation left
+/// within their availability and outside the centre's quiet hours.
+pub fn silence_counts_for(state: &AppState, c: &SilenceContext) -> bool {
+    let tz = jiff::tz::TimeZone::get(&c.time_zone).unwrap_or(jiff::tz::TimeZone::UTC);
+    let Ok(sent_at) = Timestamp::from_millisecond(c.sent_at) else {
+        return false;
+    };
+    silence_counts(
+        sent_at,
+        &tz,
+        quiet_hours_of(state, c.quiet_hours.as_deref()),
+        &c.slots,
+    )
+}
 
 pub fn rfc3339(ms: i64) -> String {
     Timestamp::from_millisecond(ms)
@@ -165,6 +192,10 @@ pub async fn top_up(state: &AppState, offer_id: i64) -> anyhow::Result<i64> {
     if o.status != "open" {
         return Ok(0);
     }
+    // Nobody is invited who could not answer and still come in time.
+    if !offer_still_invites(now, o.ends_at, o.response_ms, state.config.travel_margin_ms) {
+        return Ok(0);
+    }
     let factor = wave_factor(
         ws.recent_accepted.max(0) as u64,
         ws.recent_answered.max(0) as u64,
@@ -204,6 +235,8 @@ pub async fn top_up(state: &AppState, offer_id: i64) -> anyhow::Result<i64> {
         birth_hi,
         windows: weekly_windows(starts, ends, &tz),
         limit: wanted,
+        since: now - DAY_MS,
+        per_day: state.config.invitations_per_day,
     };
     let candidates = state.store.candidates(&query).await?;
     if candidates.is_empty() {
@@ -273,12 +306,57 @@ pub async fn tick(state: &AppState) -> anyhow::Result<()> {
             me_token_hash: token_hash(&me),
         }
     };
-    let expired = state.store.expire_invitations(now, 500, &render).await?;
+    // Offers whose window has passed close: their unbooked doses go back to
+    // the stock (in the ledger) and unanswered invitations are withdrawn.
+    for offer in state.store.ended_offers(now).await? {
+        let closed = state.store.close_offer(offer, "engine", now).await?;
+        crate::metrics::add("standby_offers_ended_total", &[], 1.0);
+        crate::metrics::add(
+            "standby_doses_returned_total",
+            &[("reason", "offer_ended")],
+            (closed.doses - closed.booked).max(0) as f64,
+        );
+    }
+    let judge = |c: &SilenceContext| silence_counts_for(state, c);
+    let pause = PauseRule {
+        after: state.config.pause_after_silences,
+        window_ms: SILENCE_WINDOW_MS,
+    };
+    let expired = state
+        .store
+        .expire_invitations(now, 500, pause, &judge, &render)
+        .await?;
     if expired > 0 {
         crate::metrics::add("standby_invitations_expired_total", &[], expired as f64);
         state.outbox_wake.notify_waiters();
     }
+    let mut quiet_until: std::collections::HashMap<i64, i64> = Default::default();
     for offer in state.store.open_offers().await? {
+        let Some((o, _)) = state.store.offer(offer).await? else {
+            continue;
+        };
+        // During a centre's quiet hours nobody is invited, and invitations
+        // already queued wait (their clock does not run until they leave).
+        let until = match quiet_until.get(&o.center_id) {
+            Some(until) => *until,
+            None => {
+                let until = match state.store.center(o.center_id).await? {
+                    Some(c) => quiet_end(state, &c, now),
+                    None => now,
+                };
+                if until > now {
+                    state
+                        .store
+                        .defer_invitation_messages(o.center_id, until)
+                        .await?;
+                }
+                quiet_until.insert(o.center_id, until);
+                until
+            }
+        };
+        if until > now {
+            continue;
+        }
         top_up(state, offer).await?;
     }
     let purged = state
@@ -289,6 +367,18 @@ pub async fn tick(state: &AppState) -> anyhow::Result<()> {
         tracing::info!(count = purged, "personal data past retention erased");
     }
     Ok(())
+}
+
+/// When the centre's quiet hours that hold `now` end (`now` when it is not quiet).
+pub fn quiet_end(state: &AppState, center: &standby_store::CenterRecord, now: i64) -> i64 {
+    let Some(quiet) = quiet_hours_of(state, center.quiet_hours.as_deref()) else {
+        return now;
+    };
+    let tz = jiff::tz::TimeZone::get(&center.time_zone).unwrap_or(jiff::tz::TimeZone::UTC);
+    match Timestamp::from_millisecond(now) {
+        Ok(at) => quiet.ends_after(at, &tz).as_millisecond(),
+        Err(_) => now,
+    }
 }
 
 /// Runs the engine until the process ends: every second, or sooner when woken.

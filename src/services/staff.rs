@@ -43,14 +43,28 @@ pub async fn create_center(
     address: Option<&str>,
     postal: Option<&str>,
     tz: Option<&str>,
+    quiet_hours: Option<&str>,
 ) -> Result<CenterRecord, AppError> {
     staff.require_admin()?;
     let mut p = Problems::default();
+    let quiet_hours = match quiet_hours.map(standby_domain::schedule::QuietHours::parse) {
+        None => None,
+        Some(Ok(None)) => Some("none".to_string()),
+        Some(Ok(Some(q))) => Some(q.to_text()),
+        Some(Err(why)) => {
+            p.add(
+                "quiet_hours",
+                format!("{why}; expected HH:MM-HH:MM or none"),
+            );
+            None
+        }
+    };
     let c = NewCenter {
         name: text_field(&mut p, "name", name, 200),
         address: text_field(&mut p, "address", address, 300),
         postal_code: text_field(&mut p, "postal_code", postal, 20),
         time_zone: text_field(&mut p, "time_zone", tz, 64),
+        quiet_hours,
     };
     if !c.time_zone.is_empty() && jiff::tz::TimeZone::get(&c.time_zone).is_err() {
         p.add("time_zone", "not an IANA time zone such as Europe/Brussels");

@@ -106,15 +106,20 @@ pub async fn create_center(
     JsonBody(body): JsonBody,
 ) -> Result<Response, AppError> {
     let mut o = Obj::new(&body)?;
-    let (n, a, p, t) = (
+    let (n, a, p, t, q) = (
         o.str("name"),
         o.str("address"),
         o.str("postal_code"),
         o.str("time_zone"),
+        o.str("quiet_hours"),
     );
     o.done()?;
-    let c = staff::create_center(&state, &staff, n, a, p, t).await?;
-    Ok((StatusCode::CREATED, Json(json!({ "id": c.id.to_string(), "name": c.name, "address": c.address, "postal_code": c.postal_code, "time_zone": c.time_zone })))
+    let c = staff::create_center(&state, &staff, n, a, p, t, q).await?;
+    let quiet = c
+        .quiet_hours
+        .clone()
+        .unwrap_or_else(|| state.config.quiet_hours_text());
+    Ok((StatusCode::CREATED, Json(json!({ "id": c.id.to_string(), "name": c.name, "address": c.address, "postal_code": c.postal_code, "time_zone": c.time_zone, "quiet_hours": quiet })))
         .into_response())
 }
 

@@ -614,6 +614,9 @@ pub async fn admin_center(
             f.get("address").as_deref(),
             f.get("postal_code").as_deref(),
             f.get("time_zone").as_deref(),
+            f.get("quiet_hours")
+                .filter(|q| !q.trim().is_empty())
+                .as_deref(),
         )
         .await
         .map(drop)

@@ -33,6 +33,8 @@ async fn serve(tmp: &std::path::Path, db: &str, port: u16, env: &[(&str, String)
         .env("STANDBY_EMAIL", "file:outbox")
         .env("STANDBY_SMS", "file:outbox")
         .env("STANDBY_CLIENT_RATE", "0")
+        // Real time: a run at night must not wait for the quiet hours to end.
+        .env("STANDBY_QUIET_HOURS", "none")
         .env("STANDBY_LEASE_SECONDS", "2")
         .env("STANDBY_LOG", "warn")
         .env("STANDBY_SQLITE_WAL_MB", "4")

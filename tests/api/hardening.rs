@@ -4,7 +4,6 @@
 
 use crate::helpers::*;
 use crate::setup::*;
-use reqwest::Method;
 use serde_json::Value;
 
 async fn json_error(r: reqwest::Response) -> (u16, Value) {

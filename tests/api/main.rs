@@ -9,6 +9,7 @@ mod connections;
 mod crash;
 mod engine;
 mod erasure;
+mod fairness;
 mod fuzz_corpus;
 mod gateway;
 mod hardening;

@@ -12,6 +12,7 @@ async fn me_shows_and_changes_availability_centres_phone_and_language() {
                 address: "Bruxelles".into(),
                 postal_code: "1020".into(),
                 time_zone: "Europe/Brussels".into(),
+                quiet_hours: None,
             },
             "test",
             0,

@@ -31,6 +31,11 @@ pub async fn user(app: &TestApp, email: &str, role: &str, center: Option<i64>) -
     login(app, email, pw).await
 }
 
+/// A fresh admin token after the clock has moved past the old one's 12 hours.
+pub async fn log_in_again(app: &TestApp, w: &mut World) {
+    w.admin = login(app, "admin@example.be", "correct horse battery staple").await;
+}
+
 pub async fn login(app: &TestApp, email: &str, pw: &str) -> String {
     let r = app
         .post_json("/api/v1/login", &json!({"email": email, "password": pw}))

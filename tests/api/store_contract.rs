@@ -341,6 +341,7 @@ async fn centres_vaccines_stock_users_and_audit() {
                 address: "Bd".into(),
                 postal_code: "4170".into(),
                 time_zone: "Europe/Luxembourg".into(),
+                quiet_hours: None,
             },
             "admin:1",
             1,

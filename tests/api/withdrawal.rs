@@ -438,6 +438,7 @@ async fn run_case(s: &SqlStore, raw: &Raw, doses: i64, ops: &[Op]) -> Result<(),
                 address: "Rue 1".into(),
                 postal_code: "1000".into(),
                 time_zone: "Europe/Brussels".into(),
+                quiet_hours: None,
             },
             "test",
             now,
@@ -573,7 +574,13 @@ async fn run_case(s: &SqlStore, raw: &Raw, doses: i64, ops: &[Op]) -> Result<(),
             }
             Op::Expire => {
                 now += RESPONSE_MS;
-                s.expire_invitations(now, 1_000, &render).await.unwrap();
+                let pause = PauseRule {
+                    after: 3,
+                    window_ms: 14 * 86_400_000,
+                };
+                s.expire_invitations(now, 1_000, pause, &|_| true, &render)
+                    .await
+                    .unwrap();
             }
             Op::Cancel(k) | Op::Attend(k) | Op::NoShow(k) => {
                 let status = match op {

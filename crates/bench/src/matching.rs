@@ -55,6 +55,7 @@ pub async fn run(args: HashMap<String, String>) {
                     address: "x".into(),
                     postal_code: "1".into(),
                     time_zone: "Europe/Brussels".into(),
+                    quiet_hours: None,
                 },
                 "bench",
                 now,
@@ -152,6 +153,8 @@ pub async fn run(args: HashMap<String, String>) {
             &tz,
         ),
         limit: candidates,
+        since: 0,
+        per_day: 3,
     };
     if database.starts_with("postgres") {
         // As autovacuum would after a bulk load: fresh planner statistics.

@@ -225,6 +225,8 @@ pub async fn run(args: HashMap<String, String>) {
             .env("STANDBY_SMS_RATE", "20")
             .env("STANDBY_EMAIL_RATE", "50")
             .env("STANDBY_CLIENT_RATE", "0")
+            // Real time: a run at night must not wait for the quiet hours to end.
+            .env("STANDBY_QUIET_HOURS", "none")
             .env("STANDBY_ADMIN_EMAIL", "admin@example.org")
             .env("STANDBY_ADMIN_PASSWORD", "qvax admin password")
             .env("STANDBY_LOG", "warn")

@@ -11,6 +11,7 @@ pub mod invitation;
 pub mod national_id;
 pub mod redact;
 pub mod registration;
+pub mod schedule;
 pub mod status;
 
 pub use availability::{Availability, Slot, Weekday};

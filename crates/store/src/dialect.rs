@@ -46,13 +46,13 @@ pub(crate) trait Dialect {
     type Write;
     /// Claims due messages of one channel for one worker: first those
     /// whose earlier claim lapsed, then queued ones (see [`claim_sql!`]).
-    const CLAIM_MESSAGES: [&'static str; 2];
+    const CLAIM_MESSAGES: [&'static str; 3];
     /// Reads an offer and keeps other processes off it until commit.
     const LOCK_OFFER: &'static str;
     fn lock_offer_sql(&self) -> &'static str {
         Self::LOCK_OFFER
     }
-    fn claim_sql(&self) -> [&'static str; 2] {
+    fn claim_sql(&self) -> [&'static str; 3] {
         Self::CLAIM_MESSAGES
     }
     /// Begins a transaction that will write. SQLite takes the write lock at
@@ -63,7 +63,9 @@ pub(crate) trait Dialect {
     async fn write_slot(&self) -> Option<OwnedMutexGuard<()>>;
 }
 
-/// Two statements, each claiming in the order of an index, so a claim reads
+/// Three statements (lapsed leases, then queued messages of priority 0 and
+/// of priority 1: see [`crate::records::NewMessage::priority`]), each claiming
+/// in the order of an index, so a claim reads
 /// only the rows it takes: one `OR` over both kinds made SQLite (and
 /// PostgreSQL) read and sort every due message for each claim, which with a
 /// launch-day backlog of 95,000 queued e-mails took ~23 ms on SQLite's
@@ -73,7 +75,8 @@ macro_rules! claim_sql {
     ($lock:literal) => {
         [
             claim_sql!("status = 'sending' AND claimed_until < $4", $lock),
-            claim_sql!("status = 'queued' AND next_attempt_at <= $4", $lock),
+            claim_sql!("status = 'queued' AND priority = 0 AND next_attempt_at <= $4", $lock),
+            claim_sql!("status = 'queued' AND priority = 1 AND next_attempt_at <= $4", $lock),
         ]
     };
     ($which:literal, $lock:literal) => {
@@ -91,7 +94,7 @@ macro_rules! claim_sql {
 impl Dialect for SqlitePool {
     type Db = Sqlite;
     type Write = SqliteWrite;
-    const CLAIM_MESSAGES: [&'static str; 2] = claim_sql!("");
+    const CLAIM_MESSAGES: [&'static str; 3] = claim_sql!("");
     // BEGIN IMMEDIATE already holds the database's one write lock.
     const LOCK_OFFER: &'static str =
         "SELECT status, doses, booked, center_id, response_ms FROM offers WHERE id = $1";
@@ -108,7 +111,7 @@ impl Dialect for SqlitePool {
 impl Dialect for PgPool {
     type Db = Postgres;
     type Write = Transaction<'static, Postgres>;
-    const CLAIM_MESSAGES: [&'static str; 2] = claim_sql!("FOR UPDATE SKIP LOCKED");
+    const CLAIM_MESSAGES: [&'static str; 3] = claim_sql!("FOR UPDATE SKIP LOCKED");
     const LOCK_OFFER: &'static str =
         "SELECT status, doses, booked, center_id, response_ms FROM offers WHERE id = $1 FOR UPDATE";
     async fn begin_write(&self) -> Result<Transaction<'static, Postgres>, sqlx::Error> {

@@ -115,12 +115,22 @@ pub trait EngineStore: Send + Sync {
     ) -> Result<AcceptOutcome>;
     async fn decline_invitation(&self, hash: &str, now: i64) -> Result<DeclineOutcome>;
     /// Expires handed-over invitations past their deadline; returns how many.
+    /// A silence counts against its person only when `judge` says so; after
+    /// `pause.after` counted ones in a row the person is paused and told
+    /// (`render`).
     async fn expire_invitations(
         &self,
         now: i64,
         limit: i64,
+        pause: PauseRule,
+        judge: SilenceJudge<'_>,
         render: Renderer<'_, ()>,
     ) -> Result<i64>;
+    /// Offers still open or filled whose window has ended at `now`.
+    async fn ended_offers(&self, now: i64) -> Result<Vec<i64>>;
+    /// Queued invitation messages of a centre's offers wait until `until`
+    /// (quiet hours); returns how many were put back.
+    async fn defer_invitation_messages(&self, center_id: i64, until: i64) -> Result<u64>;
     async fn close_offer(&self, id: i64, actor: &str, now: i64) -> Result<OfferRecord>;
     /// Every invitation of an offer as (registrant, status, sent_at, expires_at).
     async fn invitations_of_offer(

@@ -16,6 +16,9 @@ pub(crate) const AUDIT: &str = "INSERT INTO audit_log (at, actor, action, subjec
 /// Marks a claimed message handed over and drops what is no longer needed.
 pub(crate) const MESSAGE_SENT: &str = "UPDATE outbox SET status = 'sent', sent_at = $3, body = NULL, recipient = NULL, last_error = NULL, claimed_by = NULL, claimed_until = NULL \
      WHERE id = $1 AND claimed_by = $2 AND status = 'sending' RETURNING invitation_id";
+/// Counts a hand-over in the person's invitations (the order within an age
+/// band puts the least invited first).
+pub(crate) const COUNT_INVITED: &str = "UPDATE registrants SET invited_count = invited_count + 1 WHERE id = (SELECT registrant_id FROM invitations WHERE id = $1)";
 /// Starts an invitation's response window when its first message has left.
 pub(crate) const START_INVITATION: &str = "UPDATE invitations SET status = 'sent', sent_at = $2, expires_at = $2 + (SELECT response_ms FROM offers WHERE offers.id = invitations.offer_id) \
      WHERE id = $1 AND status = 'queued'";
@@ -40,8 +43,8 @@ macro_rules! insert_message {
     };
     ($tx:expr, $m:expr, $registrant:expr, $invitation:expr, $now:expr) => {
         sqlx::query(
-            "INSERT INTO outbox (reference, channel, kind, registrant_id, recipient, subject, body, status, next_attempt_at, created_at, invitation_id) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, 'queued', $8, $8, $9)",
+            "INSERT INTO outbox (reference, channel, kind, registrant_id, recipient, subject, body, status, next_attempt_at, created_at, invitation_id, priority) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, 'queued', $8, $8, $9, $10)",
         )
         .bind(&$m.reference)
         .bind(&$m.channel)
@@ -52,6 +55,7 @@ macro_rules! insert_message {
         .bind(&$m.body)
         .bind($now)
         .bind($invitation)
+        .bind($crate::records::priority_of(&$m.kind))
         .execute(&mut *$tx)
         .await?
     };

@@ -23,6 +23,13 @@ impl TokenPurpose {
     }
 }
 
+/// A message's place in its channel's queue: 0 (booking confirmations,
+/// invitations and every answer to a person) before 1 (sign-up
+/// confirmations, which a launch-day surge queues by the thousand).
+pub fn priority_of(kind: &str) -> i64 {
+    if kind == "confirmation" { 1 } else { 0 }
+}
+
 /// A message to hand to a channel. `reference` is stable across retries.
 #[derive(Clone)]
 pub struct NewMessage {
@@ -187,6 +194,8 @@ pub struct NewCenter {
     pub address: String,
     pub postal_code: String,
     pub time_zone: String,
+    /// `HH:MM-HH:MM` or `none`; `None`: the default (`STANDBY_QUIET_HOURS`).
+    pub quiet_hours: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -196,6 +205,8 @@ pub struct CenterRecord {
     pub address: String,
     pub postal_code: String,
     pub time_zone: String,
+    /// `HH:MM-HH:MM` or `none`; `None`: the default (`STANDBY_QUIET_HOURS`).
+    pub quiet_hours: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -320,6 +331,10 @@ pub struct CandidateQuery {
     /// Per weekday (Monday first) the minutes of the offer window, (0, 0) for none.
     pub windows: [(i16, i16); 7],
     pub limit: i64,
+    /// Only people invited fewer than `per_day` times since `since` (ms):
+    /// invitations withdrawn before they left do not count.
+    pub since: i64,
+    pub per_day: i64,
 }
 
 /// An invitation ready to store with its messages (already rendered).
@@ -412,6 +427,29 @@ pub struct Contact {
 pub struct Rendered {
     pub messages: Vec<NewMessage>,
     pub me_token_hash: String,
+}
+
+/// What decides whether an expired invitation's silence counts against its
+/// person: when it was handed over, the centre's time zone and own quiet
+/// hours, and the person's weekly availability (weekday 0 for Monday,
+/// minutes; empty: any time).
+#[derive(Debug, Clone)]
+pub struct SilenceContext {
+    pub sent_at: i64,
+    pub time_zone: String,
+    pub quiet_hours: Option<String>,
+    pub slots: Vec<(i16, i16, i16)>,
+}
+
+/// Judges a silence (the engine's rule, from the domain crate).
+pub type SilenceJudge<'a> = &'a (dyn Fn(&SilenceContext) -> bool + Sync);
+
+/// After how many consecutive counted silences, none older than
+/// `window_ms` than the next, a person is paused.
+#[derive(Debug, Clone, Copy)]
+pub struct PauseRule {
+    pub after: i64,
+    pub window_ms: i64,
 }
 
 /// Renders those messages inside the change's transaction.

@@ -1112,11 +1112,12 @@ impl Store for SqlStore {
                     .fetch_all(p)
                     .await?;
                 drop(slot);
+                let start = out.len();
                 for row in &rows {
                     out.push(outbox_from_row(row)?);
                 }
+                out[start..].sort_by_key(|m| m.id);
             }
-            out.sort_by_key(|m| m.id);
             Ok(out)
         })
     }
@@ -1148,6 +1149,10 @@ impl Store for SqlStore {
                         .await?
                         .rows_affected();
                     if started == 1 {
+                        sqlx::query(crate::macros::COUNT_INVITED)
+                            .bind(inv)
+                            .execute(&mut *tx)
+                            .await?;
                         audit!(
                             tx,
                             now,
@@ -1320,12 +1325,13 @@ impl Store for SqlStore {
     async fn create_center(&self, c: &NewCenter, actor: &str, now: i64) -> Result<CenterRecord> {
         on_db!(self, |p| {
             let mut tx = p.begin_write().await?;
-            let id: i64 = sqlx::query_scalar("INSERT INTO centers (name, address, postal_code, time_zone, created_at) VALUES ($1, $2, $3, $4, $5) RETURNING id")
+            let id: i64 = sqlx::query_scalar("INSERT INTO centers (name, address, postal_code, time_zone, created_at, quiet_hours) VALUES ($1, $2, $3, $4, $5, $6) RETURNING id")
                 .bind(&c.name)
                 .bind(&c.address)
                 .bind(&c.postal_code)
                 .bind(&c.time_zone)
                 .bind(now)
+                .bind(&c.quiet_hours)
                 .fetch_one(&mut *tx)
                 .await?;
             audit!(tx, now, actor, "center.created", "center", id, "{}");
@@ -1336,6 +1342,7 @@ impl Store for SqlStore {
                 address: c.address.clone(),
                 postal_code: c.postal_code.clone(),
                 time_zone: c.time_zone.clone(),
+                quiet_hours: c.quiet_hours.clone(),
             })
         })
     }
@@ -1343,7 +1350,7 @@ impl Store for SqlStore {
     async fn list_centers(&self) -> Result<Vec<CenterRecord>> {
         on_db!(self, |p| {
             let rows = sqlx::query(
-                "SELECT id, name, address, postal_code, time_zone FROM centers ORDER BY name, id",
+                "SELECT id, name, address, postal_code, time_zone, quiet_hours FROM centers ORDER BY name, id",
             )
             .fetch_all(p)
             .await?;
@@ -1355,6 +1362,7 @@ impl Store for SqlStore {
                         address: r.try_get(2)?,
                         postal_code: r.try_get(3)?,
                         time_zone: r.try_get(4)?,
+                        quiet_hours: r.try_get(5)?,
                     })
                 })
                 .collect()

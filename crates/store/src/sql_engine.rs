@@ -332,8 +332,9 @@ impl EngineStore for SqlStore {
     }
 
     async fn candidates(&self, q: &CandidateQuery) -> Result<Vec<Candidate>> {
-        // Walks the queue index (status, band DESC, confirmed_at, id) in order
-        // and stops at the limit; the filters are cheap per row.
+        // Walks the queue index (status, band DESC, invited_count,
+        // confirmed_at, id) in order and stops at the limit; the filters are
+        // cheap per row. Within an age band the least invited come first.
         const SQL: &str = "SELECT r.id, r.language, r.first_name, r.email, r.phone FROM registrants r \
             WHERE r.status = 'waiting' AND r.birth_ymd > $1 AND r.birth_ymd <= $2 \
             AND (r.any_center = 1 OR EXISTS (SELECT 1 FROM registrant_centers c WHERE c.registrant_id = r.id AND c.center_id = $3)) \
@@ -343,7 +344,9 @@ impl EngineStore for SqlStore {
                  OR (a.day = 4 AND a.from_min < $13 AND $12 < a.to_min) OR (a.day = 5 AND a.from_min < $15 AND $14 < a.to_min) \
                  OR (a.day = 6 AND a.from_min < $17 AND $16 < a.to_min)))) \
             AND NOT EXISTS (SELECT 1 FROM invitations i WHERE i.offer_id = $18 AND i.registrant_id = r.id) \
-            ORDER BY r.band DESC, r.confirmed_at, r.id LIMIT $19";
+            AND (SELECT COUNT(*) FROM invitations i WHERE i.registrant_id = r.id AND i.created_at > $20 \
+                 AND (i.status <> 'withdrawn' OR i.sent_at IS NOT NULL)) < $21 \
+            ORDER BY r.band DESC, r.invited_count, r.confirmed_at, r.id LIMIT $19";
         on_db!(self, |p| {
             let mut query = sqlx::query(SQL)
                 .bind(q.birth_lo)
@@ -352,7 +355,13 @@ impl EngineStore for SqlStore {
             for (from, to) in q.windows {
                 query = query.bind(i64::from(from)).bind(i64::from(to));
             }
-            let rows = query.bind(q.offer_id).bind(q.limit).fetch_all(p).await?;
+            let rows = query
+                .bind(q.offer_id)
+                .bind(q.limit)
+                .bind(q.since)
+                .bind(q.per_day)
+                .fetch_all(p)
+                .await?;
             rows.iter()
                 .map(|r| {
                     Ok(Candidate {
@@ -684,7 +693,8 @@ impl EngineStore for SqlStore {
                         .await?;
                 return Ok(DeclineOutcome::Answered(status));
             }
-            sqlx::query("UPDATE registrants SET status = 'waiting', status_changed_at = $2 WHERE id = $1 AND status = 'invited'").bind(registrant).bind(now).execute(&mut *tx).await?;
+            // An answer, so the silences before it are no longer consecutive.
+            sqlx::query("UPDATE registrants SET status = 'waiting', status_changed_at = $2, ignored_invitations = 0 WHERE id = $1 AND status = 'invited'").bind(registrant).bind(now).execute(&mut *tx).await?;
             audit!(
                 tx,
                 now,
@@ -703,6 +713,8 @@ impl EngineStore for SqlStore {
         &self,
         now: i64,
         limit: i64,
+        pause: PauseRule,
+        judge: SilenceJudge<'_>,
         render: Renderer<'_, ()>,
     ) -> Result<i64> {
         on_db!(self, |p| {
@@ -715,19 +727,76 @@ impl EngineStore for SqlStore {
             for id in due {
                 let mut tx = p.begin_write().await?;
                 // Only a handed-over invitation (status 'sent', deadline set at hand-over) can expire.
-                let reg: Option<i64> = sqlx::query_scalar(
-                    "UPDATE invitations SET status = 'expired', answered_at = $2 WHERE id = $1 AND status = 'sent' AND expires_at <= $2 RETURNING registrant_id",
+                let row = sqlx::query(
+                    "UPDATE invitations SET status = 'expired', answered_at = $2 WHERE id = $1 AND status = 'sent' AND expires_at <= $2 RETURNING registrant_id, sent_at",
                 )
                 .bind(id)
                 .bind(now)
                 .fetch_optional(&mut *tx)
                 .await?;
-                let Some(reg) = reg else { continue };
-                let ignored: i64 = sqlx::query_scalar("UPDATE registrants SET ignored_invitations = ignored_invitations + 1 WHERE id = $1 RETURNING ignored_invitations")
-                    .bind(reg)
-                    .fetch_one(&mut *tx)
+                let Some(row) = row else { continue };
+                let (reg, sent_at): (i64, i64) = (row.try_get(0)?, row.try_get(1)?);
+                let c = sqlx::query(
+                    "SELECT r.any_time, c.time_zone, c.quiet_hours, r.ignored_invitations, r.last_silence_at FROM invitations i \
+                     JOIN offers o ON o.id = i.offer_id JOIN centers c ON c.id = o.center_id JOIN registrants r ON r.id = i.registrant_id WHERE i.id = $1",
+                )
+                .bind(id)
+                .fetch_one(&mut *tx)
+                .await?;
+                let (any_time, time_zone, quiet_hours, ignored, last_silence): (
+                    i64,
+                    String,
+                    Option<String>,
+                    i64,
+                    Option<i64>,
+                ) = (
+                    c.try_get(0)?,
+                    c.try_get(1)?,
+                    c.try_get(2)?,
+                    c.try_get(3)?,
+                    c.try_get(4)?,
+                );
+                let slots = if any_time == 1 {
+                    Vec::new()
+                } else {
+                    sqlx::query("SELECT day, from_min, to_min FROM registrant_availability WHERE registrant_id = $1")
+                        .bind(reg)
+                        .fetch_all(&mut *tx)
+                        .await?
+                        .iter()
+                        .map(|s| {
+                            let (d, f, t): (i64, i64, i64) = (s.try_get(0)?, s.try_get(1)?, s.try_get(2)?);
+                            Ok((d as i16, f as i16, t as i16))
+                        })
+                        .collect::<Result<Vec<_>, sqlx::Error>>()?
+                };
+                let counts = judge(&SilenceContext {
+                    sent_at,
+                    time_zone,
+                    quiet_hours,
+                    slots,
+                });
+                sqlx::query("UPDATE invitations SET strike = $2 WHERE id = $1")
+                    .bind(id)
+                    .bind(i64::from(counts))
+                    .execute(&mut *tx)
                     .await?;
-                let paused = ignored >= standby_domain::invitation::IGNORED_BEFORE_PAUSE;
+                let mut paused = false;
+                if counts {
+                    let silences = standby_domain::schedule::next_silence_count(
+                        ignored,
+                        last_silence,
+                        now,
+                        pause.window_ms,
+                    );
+                    sqlx::query("UPDATE registrants SET ignored_invitations = $2, last_silence_at = $3 WHERE id = $1")
+                        .bind(reg)
+                        .bind(silences)
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?;
+                    paused = silences >= pause.after;
+                }
                 let next = if paused { "paused" } else { "waiting" };
                 let n = sqlx::query("UPDATE registrants SET status = $2, status_changed_at = $3 WHERE id = $1 AND status = 'invited'")
                     .bind(reg)
@@ -748,12 +817,39 @@ impl EngineStore for SqlStore {
                     "invitation.expired",
                     "invitation",
                     id,
-                    format!("{{\"paused\":{}}}", paused && n == 1)
+                    format!("{{\"counted\":{counts},\"paused\":{}}}", paused && n == 1)
                 );
                 tx.commit().await?;
                 expired += 1;
             }
             Ok(expired)
+        })
+    }
+
+    async fn ended_offers(&self, now: i64) -> Result<Vec<i64>> {
+        on_db!(self, |p| Ok(sqlx::query_scalar(
+            "SELECT id FROM offers WHERE status IN ('open', 'filled') AND ends_at <= $1 ORDER BY id"
+        )
+        .bind(now)
+        .fetch_all(p)
+        .await?))
+    }
+
+    async fn defer_invitation_messages(&self, center_id: i64, until: i64) -> Result<u64> {
+        on_db!(self, |p| {
+            let mut tx = p.begin_write().await?;
+            let n = sqlx::query(
+                "UPDATE outbox SET next_attempt_at = $2 WHERE status = 'queued' AND kind = 'invitation' AND next_attempt_at < $2 \
+                 AND invitation_id IN (SELECT i.id FROM invitations i JOIN offers o ON o.id = i.offer_id \
+                 WHERE o.center_id = $1 AND o.status = 'open' AND i.status = 'queued')",
+            )
+            .bind(center_id)
+            .bind(until)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            tx.commit().await?;
+            Ok(n)
         })
     }
 

@@ -12,7 +12,7 @@ impl StaffStore for SqlStore {
     async fn center(&self, id: i64) -> Result<Option<CenterRecord>> {
         on_db!(self, |p| {
             let row = sqlx::query(
-                "SELECT id, name, address, postal_code, time_zone FROM centers WHERE id = $1",
+                "SELECT id, name, address, postal_code, time_zone, quiet_hours FROM centers WHERE id = $1",
             )
             .bind(id)
             .fetch_optional(p)
@@ -24,6 +24,7 @@ impl StaffStore for SqlStore {
                     address: r.try_get(2)?,
                     postal_code: r.try_get(3)?,
                     time_zone: r.try_get(4)?,
+                    quiet_hours: r.try_get(5)?,
                 })
             })
             .transpose()

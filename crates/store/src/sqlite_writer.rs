@@ -880,7 +880,7 @@ fn writer_slot() -> tokio::sync::OwnedMutexGuard<()> {
 /// Claims due messages of one channel (see `Store::claim_messages`).
 pub(crate) fn claim_messages(
     conn: &mut rusqlite::Connection,
-    sqls: [&str; 2],
+    sqls: [&str; 3],
     channel: &str,
     worker: &str,
     now: i64,
@@ -912,11 +912,14 @@ pub(crate) fn claim_messages(
                 attempts: row.get("attempts")?,
             })
         });
+        // Each statement's in the order they were queued; the statements in
+        // their order (lapsed leases, then by priority).
+        let start = out.len();
         for message in rows {
             out.push(message?);
         }
+        out[start..].sort_by_key(|m| m.id);
     }
-    out.sort_by_key(|m| m.id);
     Ok(out)
 }
 
@@ -927,7 +930,7 @@ pub(crate) fn message_sent(
     worker: &str,
     now: i64,
 ) -> rusqlite::Result<()> {
-    use crate::macros::{AUDIT, MESSAGE_SENT, START_INVITATION};
+    use crate::macros::{AUDIT, COUNT_INVITED, MESSAGE_SENT, START_INVITATION};
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let invitation: Option<Option<i64>> = query_one(
         &mut *tx.prepare_cached(MESSAGE_SENT)?,
@@ -951,6 +954,7 @@ pub(crate) fn message_sent(
             // The first message handed over starts the response window.
             let started = execute(&mut *tx.prepare_cached(START_INVITATION)?, &[&inv, &now])?;
             if started == 1 {
+                execute(&mut *tx.prepare_cached(COUNT_INVITED)?, &[&inv])?;
                 execute(
                     &mut audit,
                     &[
