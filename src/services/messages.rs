@@ -167,6 +167,8 @@ fn email(reference: String, kind: &str, to: &str, subject: String, body: String)
     }
 }
 
+/// An SMS, its text brought into the GSM alphabet (one character outside
+/// it would make the whole message UCS-2, at 70 characters a segment).
 fn sms(reference: String, kind: &str, to: &str, body: String) -> NewMessage {
     NewMessage {
         reference,
@@ -175,9 +177,53 @@ fn sms(reference: String, kind: &str, to: &str, body: String) -> NewMessage {
         registrant_id: None,
         recipient: to.into(),
         subject: None,
-        body,
+        body: standby_domain::sms::to_gsm7(&body),
     }
 }
+
+/// The invitation SMS in at most [`INVITATION_SMS_SEGMENTS`] segments: a
+/// centre name too long for them is cut (the links and the time never are).
+pub fn invitation_sms(
+    lang: Language,
+    place: &Place<'_>,
+    minutes: i64,
+    link: &str,
+    me: &str,
+) -> String {
+    let text_with = |center: &str| {
+        let place = Place {
+            center,
+            address: place.address,
+            window: place.window.clone(),
+        };
+        standby_domain::sms::to_gsm7(
+            &fill(t(lang, "sms.invite"), &place)
+                .replace("{minutes}", &minutes.to_string())
+                .replace("{link}", link)
+                .replace("{me}", me),
+        )
+    };
+    let mut center: String = place.center.to_string();
+    let mut text = text_with(&center);
+    while standby_domain::sms::segments(&text) > INVITATION_SMS_SEGMENTS
+        && center.chars().count() > 8
+    {
+        let keep = center.chars().count() - 4;
+        center = format!(
+            "{}...",
+            center
+                .chars()
+                .take(keep.saturating_sub(3))
+                .collect::<String>()
+                .trim_end()
+        );
+        text = text_with(&center);
+    }
+    text
+}
+
+/// What an invitation SMS may cost.
+pub const INVITATION_SMS_SEGMENTS: usize = 2;
 
 /// The invitation, by e-mail and by SMS where a phone is known. Both carry
 /// the same reference stem, each its own reference.
@@ -211,10 +257,7 @@ pub fn invitation(
         body,
     )];
     if let Some(phone) = phone {
-        let text = fill(t(lang, "sms.invite"), place)
-            .replace("{minutes}", &minutes.to_string())
-            .replace("{link}", link)
-            .replace("{me}", me);
+        let text = invitation_sms(lang, place, minutes, link, me);
         out.push(sms(format!("{stem}-s"), "invitation", phone, text));
     }
     out
@@ -286,6 +329,48 @@ pub fn paused(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_invitation_sms_is_gsm_and_at_most_two_segments_in_every_language() {
+        let token = "0123456789ab".to_string() + &"x".repeat(32);
+        let link = format!("https://waitlist.example.lu/i/{token}");
+        let me = format!("https://waitlist.example.lu/me/{token}");
+        let window = window_text(1_795_597_200_000, 1_795_626_000_000, "Europe/Brussels");
+        assert!(window.contains('–'), "the window's own dash: {window}");
+        for center in [
+            "Heysel",
+            "Centre de vaccination Heysel",
+            "Hôpital universitaire Saint-Pierre, site César De Paepe, entrée rue Haute",
+        ] {
+            for lang in Language::ALL {
+                let place = Place {
+                    center,
+                    address: "Place de Belgique 1, 1020 Bruxelles",
+                    window: window.clone(),
+                };
+                let text = invitation_sms(lang, &place, 30, &link, &me);
+                assert!(standby_domain::sms::is_gsm7(&text), "{lang:?}: {text}");
+                let n = standby_domain::sms::segments(&text);
+                assert!(
+                    n <= 2,
+                    "{lang:?}, {center}: {n} segments, {} characters: {text}",
+                    text.chars().count()
+                );
+                assert!(text.contains(&link) && text.contains(&me), "{text}");
+            }
+        }
+        // Before: the en dash alone made the same text UCS-2.
+        let place = Place {
+            center: "Heysel",
+            address: "",
+            window: window.clone(),
+        };
+        let raw = fill(t(Language::Fr, "sms.invite"), &place)
+            .replace("{minutes}", "30")
+            .replace("{link}", &link)
+            .replace("{me}", &me);
+        assert!(standby_domain::sms::segments(&raw) >= 4, "{raw}");
+    }
 
     #[test]
     fn wrapping_keeps_words_and_links_whole() {

@@ -12,6 +12,7 @@ pub mod national_id;
 pub mod redact;
 pub mod registration;
 pub mod schedule;
+pub mod sms;
 pub mod status;
 
 pub use availability::{Availability, Slot, Weekday};
