@@ -33,6 +33,8 @@ pub struct App {
     pub background: tokio::runtime::Handle,
     /// The day (YYYYMMDD) the age bands of the queue were last brought up to date.
     pub bands_day: std::sync::atomic::AtomicI64,
+    /// Which message channels work, as this process's dispatchers found.
+    pub circuits: crate::notify::circuit::Circuits,
     centers: Mutex<Option<(Instant, Arc<Vec<CenterRecord>>)>>,
     /// The empty sign-up form per language, with the centre list it shows.
     signup_forms: Mutex<Vec<CachedForm>>,
@@ -97,6 +99,7 @@ impl App {
             engine_wake: Notify::new(),
             background,
             bands_day: std::sync::atomic::AtomicI64::new(0),
+            circuits: Default::default(),
             centers: Mutex::new(None),
             signup_forms: Mutex::new(Vec::new()),
         })

@@ -4,6 +4,7 @@
 //! same `reference` on every try. A claim is a lease: if the process dies,
 //! another takes the message over when the lease runs out.
 
+pub mod circuit;
 pub mod email;
 pub mod sms;
 
@@ -105,6 +106,13 @@ async fn deliver(state: &AppState, channel: &dyn Channel, msg: &OutboxMessage) {
     let now = state.clock.now_ms();
     let store = &state.store;
     let worker = &state.worker_id;
+    let circuit = state.circuits.of(channel.name());
+    match &outcome {
+        SendOutcome::HandedOver => circuit.handed_over(now),
+        SendOutcome::Retry { .. } => circuit.failed(),
+        // A refused address is the message's fault, not the channel's.
+        SendOutcome::Permanent(_) => {}
+    }
     let result = match &outcome {
         SendOutcome::HandedOver => {
             crate::metrics::message(channel.name(), "sent");

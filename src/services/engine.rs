@@ -200,12 +200,19 @@ pub async fn top_up(state: &AppState, offer_id: i64) -> anyhow::Result<i64> {
         ws.recent_accepted.max(0) as u64,
         ws.recent_answered.max(0) as u64,
     );
+    // Only channels that work carry a wave: with e-mail down, only people
+    // with a phone are invited (the others keep their place), and
+    // invitations stuck on the failing channel do not hold the wave back.
+    let working = state.circuits.working();
+    if working.is_empty() {
+        return Ok(0);
+    }
     let wanted = invitations_to_create(
         o.doses - o.booked,
         factor,
         ws.counts.sent,
         ws.pending,
-        ws.counts.queued,
+        standby_store::queued_on_working(&ws.queued_by_channel, &working),
     );
     if wanted == 0 {
         return Ok(0);
@@ -237,6 +244,7 @@ pub async fn top_up(state: &AppState, offer_id: i64) -> anyhow::Result<i64> {
         limit: wanted,
         since: now - DAY_MS,
         per_day: state.config.invitations_per_day,
+        need_phone: !working.contains(&"email"),
     };
     let candidates = state.store.candidates(&query).await?;
     if candidates.is_empty() {
@@ -273,7 +281,7 @@ pub async fn top_up(state: &AppState, offer_id: i64) -> anyhow::Result<i64> {
         .collect();
     let stored = state
         .store
-        .insert_invitations(offer_id, factor, &invitations, now)
+        .insert_invitations(offer_id, factor, &working, &invitations, now)
         .await?;
     if stored > 0 {
         crate::metrics::add("standby_invitations_created_total", &[], stored as f64);

@@ -461,6 +461,13 @@ pub async fn metrics(
         "# TYPE standby_doses_available gauge\nstandby_doses_available {}\n",
         stats.doses_available
     ));
+    out.push_str("# TYPE standby_channel_circuit_open gauge\n");
+    for channel in ["email", "sms"] {
+        out.push_str(&format!(
+            "standby_channel_circuit_open{{channel=\"{channel}\"}} {}\n",
+            u8::from(state.circuits.of(channel).is_open())
+        ));
+    }
     out.push_str("# TYPE standby_outbox_messages gauge\n");
     for (channel, status, n) in state.store.outbox_counts().await? {
         out.push_str(&format!(

@@ -380,6 +380,7 @@ async fn matching_respects_centre_age_availability_and_orders_older_bands_first(
         limit: 100,
         since: 0,
         per_day: 3,
+        need_phone: false,
     };
     let ids: Vec<i64> = app
         .store()

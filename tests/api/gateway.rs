@@ -426,3 +426,80 @@ async fn a_booking_is_confirmed_by_e_mail_and_by_sms_with_the_me_link() {
         vec!["email", "sms"]
     );
 }
+
+#[tokio::test]
+async fn with_e_mail_down_every_dose_is_booked_through_sms() {
+    let (url, gw) = start(Behaviour::default()).await;
+    // Nobody listens on this port: every e-mail fails, its circuit opens.
+    let dead_smtp = crate::smtp::free_port();
+    let app = spawn_with(Options {
+        env: vec![
+            ("STANDBY_SMS", url),
+            ("STANDBY_EMAIL", format!("smtp://127.0.0.1:{dead_smtp}")),
+        ],
+        ..Default::default()
+    })
+    .await;
+    let w = world(&app, 10).await;
+    // One person in four has a phone; the first wave is mostly e-mail only.
+    let mut with_phone = Vec::new();
+    for n in 0..40u32 {
+        let phone = format!("+3247000{n:04}");
+        let has_phone = n % 4 == 3;
+        let id = person(
+            &app,
+            Person {
+                phone: has_phone.then_some(phone.as_str()),
+                ..Person::new(n)
+            },
+            1_000 + i64::from(n),
+        )
+        .await;
+        if has_phone {
+            with_phone.push(id);
+        }
+    }
+    let id = offer(&app, &w, 4, 600).await;
+    // Accept every SMS invitation as it arrives.
+    let mut accepted = std::collections::HashSet::new();
+    for _ in 0..600 {
+        for (reference, _, body) in gw.accepted() {
+            let Some(link) = body.split_whitespace().find(|w| w.contains("/i/")) else {
+                continue;
+            };
+            if accepted.insert(reference) {
+                let token = link.rsplit('/').next().unwrap();
+                app.client
+                    .post(app.url(&format!("/api/v1/invitations/{token}/accept")))
+                    .send()
+                    .await
+                    .unwrap();
+            }
+        }
+        if offer_state(&app, &w, id).await["booked"] == 4 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let o = offer_state(&app, &w, id).await;
+    assert_eq!(o["booked"], 4, "{o}");
+    // Invitations to people without a phone: only the first wave's, made
+    // before e-mail was known to be down; none since.
+    let invited: Vec<i64> = app
+        .store()
+        .invitations_of_offer(id)
+        .await
+        .unwrap()
+        .iter()
+        .map(|i| i.0)
+        .collect();
+    let by_email_only = invited.iter().filter(|r| !with_phone.contains(r)).count();
+    assert!(
+        by_email_only <= 6,
+        "{by_email_only} e-mail-only invitations: {invited:?}"
+    );
+    assert!(
+        invited.len() > 8,
+        "the wave went on past the first: {invited:?}"
+    );
+}

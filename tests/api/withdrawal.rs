@@ -522,7 +522,7 @@ async fn run_case(s: &SqlStore, raw: &Raw, doses: i64, ops: &[Op]) -> Result<(),
                         }],
                     })
                     .collect();
-                s.insert_invitations(offer, 2.0, &invitations, now)
+                s.insert_invitations(offer, 2.0, &["email", "sms"], &invitations, now)
                     .await
                     .unwrap();
                 for (k, inv) in invitations.iter().enumerate() {

@@ -155,6 +155,7 @@ pub async fn run(args: HashMap<String, String>) {
         limit: candidates,
         since: 0,
         per_day: 3,
+        need_phone: false,
     };
     if database.starts_with("postgres") {
         // As autovacuum would after a bulk load: fresh planner statistics.

@@ -98,11 +98,13 @@ pub trait EngineStore: Send + Sync {
     async fn wave_state(&self, offer_id: i64, since: i64) -> Result<Option<WaveState>>;
     async fn candidates(&self, q: &CandidateQuery) -> Result<Vec<Candidate>>;
     /// Stores invitations while the offer, locked, still wants them (recounted
-    /// under the lock with `factor`); returns how many were stored.
+    /// under the lock with `factor`, the queue bounded on the `working`
+    /// channels); returns how many were stored.
     async fn insert_invitations(
         &self,
         offer_id: i64,
         factor: f64,
+        working: &[&str],
         invitations: &[NewInvitation],
         now: i64,
     ) -> Result<i64>;

@@ -307,6 +307,20 @@ pub struct WaveState {
     /// Recent answers at this centre: (accepted, accepted + declined + expired).
     pub recent_accepted: i64,
     pub recent_answered: i64,
+    /// Per channel, queued invitations with a message still waiting on it.
+    pub queued_by_channel: Vec<(String, i64)>,
+}
+
+/// The queue bound that applies while only `working` channels work: the
+/// most queued invitations waiting on any one of them. Invitations stuck on
+/// a failing channel alone do not hold the wave back.
+pub fn queued_on_working(queued_by_channel: &[(String, i64)], working: &[&str]) -> i64 {
+    queued_by_channel
+        .iter()
+        .filter(|(channel, _)| working.contains(&channel.as_str()))
+        .map(|(_, n)| *n)
+        .max()
+        .unwrap_or(0)
 }
 
 /// Who may be invited, and how to reach them.
@@ -335,6 +349,8 @@ pub struct CandidateQuery {
     /// invitations withdrawn before they left do not count.
     pub since: i64,
     pub per_day: i64,
+    /// Only people with a phone (e-mail does not work just now).
+    pub need_phone: bool,
 }
 
 /// An invitation ready to store with its messages (already rendered).

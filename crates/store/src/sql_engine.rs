@@ -88,6 +88,22 @@ macro_rules! invitation_counts {
     }};
 }
 
+/// Per channel, queued invitations of an offer with a message still waiting on it.
+const QUEUED_BY_CHANNEL: &str = "SELECT m.channel, COUNT(DISTINCT i.id) FROM invitations i JOIN outbox m ON m.invitation_id = i.id \
+     WHERE i.offer_id = $1 AND i.status = 'queued' AND m.status IN ('queued', 'sending') GROUP BY m.channel";
+
+macro_rules! queued_by_channel {
+    ($conn:expr, $offer:expr) => {{
+        sqlx::query(QUEUED_BY_CHANNEL)
+            .bind($offer)
+            .fetch_all(&mut *$conn)
+            .await?
+            .iter()
+            .map(|r| Ok((r.try_get::<String, _>(0)?, r.try_get::<i64, _>(1)?)))
+            .collect::<Result<Vec<(String, i64)>, sqlx::Error>>()?
+    }};
+}
+
 /// Queued invitations of an offer none of whose messages has failed a try yet.
 const PENDING: &str = "SELECT COUNT(*) FROM invitations i WHERE i.offer_id = $1 AND i.status = 'queued' \
      AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.invitation_id = i.id AND (o.last_error IS NOT NULL OR o.status = 'failed'))";
@@ -321,12 +337,14 @@ impl EngineStore for SqlStore {
             .await?;
             let recent_accepted: i64 = recent.try_get(0)?;
             let recent_answered: i64 = recent.try_get(1)?;
+            let queued_by_channel = queued_by_channel!(conn, offer_id);
             Ok(Some(WaveState {
                 offer,
                 counts,
                 pending,
                 recent_accepted,
                 recent_answered,
+                queued_by_channel,
             }))
         })
     }
@@ -346,6 +364,7 @@ impl EngineStore for SqlStore {
             AND NOT EXISTS (SELECT 1 FROM invitations i WHERE i.offer_id = $18 AND i.registrant_id = r.id) \
             AND (SELECT COUNT(*) FROM invitations i WHERE i.registrant_id = r.id AND i.created_at > $20 \
                  AND (i.status <> 'withdrawn' OR i.sent_at IS NOT NULL)) < $21 \
+            AND ($22 = 0 OR r.phone IS NOT NULL) \
             ORDER BY r.band DESC, r.invited_count, r.confirmed_at, r.id LIMIT $19";
         on_db!(self, |p| {
             let mut query = sqlx::query(SQL)
@@ -360,6 +379,7 @@ impl EngineStore for SqlStore {
                 .bind(q.limit)
                 .bind(q.since)
                 .bind(q.per_day)
+                .bind(i64::from(q.need_phone))
                 .fetch_all(p)
                 .await?;
             rows.iter()
@@ -380,6 +400,7 @@ impl EngineStore for SqlStore {
         &self,
         offer_id: i64,
         factor: f64,
+        working: &[&str],
         invitations: &[NewInvitation],
         now: i64,
     ) -> Result<i64> {
@@ -402,7 +423,8 @@ impl EngineStore for SqlStore {
                 .bind(offer_id)
                 .fetch_one(&mut *tx)
                 .await?;
-            let allowed = invitations_to_create(left, factor, counts.sent, pending, counts.queued);
+            let queued = queued_on_working(&queued_by_channel!(tx, offer_id), working);
+            let allowed = invitations_to_create(left, factor, counts.sent, pending, queued);
             let mut stored = 0;
             for inv in invitations {
                 if stored >= allowed {
