@@ -69,6 +69,9 @@ pub struct Config {
     pub pause_after_silences: i64,
     /// Invitations one person may get in any 24 hours.
     pub invitations_per_day: i64,
+    /// Messages on their way at once per channel (still paced to the rate).
+    pub email_in_flight: usize,
+    pub sms_in_flight: usize,
 }
 
 impl Config {
@@ -349,6 +352,8 @@ impl Config {
                 3,
                 false,
             )?),
+            email_in_flight: parse_rate(env, "STANDBY_EMAIL_IN_FLIGHT", 8, false)? as usize,
+            sms_in_flight: parse_rate(env, "STANDBY_SMS_IN_FLIGHT", 8, false)? as usize,
         })
     }
 }

@@ -53,11 +53,13 @@ pub fn spawn_workers(state: &AppState) -> anyhow::Result<()> {
         state.clone(),
         email,
         state.config.email_rate,
+        state.config.email_in_flight,
     ));
     background.spawn(notify::run_channel(
         state.clone(),
         sms,
         state.config.sms_rate,
+        state.config.sms_in_flight,
     ));
     background.spawn(services::engine::run(state.clone()));
     Ok(())

@@ -44,8 +44,17 @@ pub fn backoff_ms(attempts: i64, jitter: f64) -> i64 {
     base + (base as f64 * 0.25 * jitter) as i64
 }
 
-/// Runs one channel's dispatcher until the process ends.
-pub async fn run_channel(state: AppState, channel: Arc<dyn Channel>, rate_per_s: u32) {
+/// Runs one channel's dispatcher until the process ends: claims due
+/// messages, starts each at its slot of the channel's rate, and lets up to
+/// `in_flight` be on their way at once (one at a time, a gateway answering
+/// in 150 ms capped the channel at under 7 a second whatever its rate).
+pub async fn run_channel(
+    state: AppState,
+    channel: Arc<dyn Channel>,
+    rate_per_s: u32,
+    in_flight: usize,
+) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(in_flight.max(1)));
     let spacing = Duration::from_secs_f64(1.0 / f64::from(rate_per_s.max(1)));
     let mut next_slot = Instant::now();
     let name = channel.name();
@@ -84,9 +93,18 @@ pub async fn run_channel(state: AppState, channel: Arc<dyn Channel>, rate_per_s:
         }
         for msg in batch {
             tokio::time::sleep_until(next_slot).await;
+            let Ok(slot) = slots.clone().acquire_owned().await else {
+                return;
+            };
             next_slot = next_slot.max(Instant::now()) + spacing;
-            deliver(&state, channel.as_ref(), &msg).await;
+            let (state, channel) = (state.clone(), channel.clone());
+            tokio::spawn(async move {
+                deliver(&state, channel.as_ref(), &msg).await;
+                drop(slot);
+            });
         }
+        // Messages still on their way are `sending` under this process's
+        // lease: the next claim does not take them again.
     }
 }
 

@@ -19,6 +19,8 @@ pub struct Behaviour {
     pub fail_first_try: bool,
     /// Refuse for good (400) messages to this number.
     pub reject_to: Option<String>,
+    /// Take this long to answer (a real gateway's latency).
+    pub delay_ms: u64,
 }
 
 #[derive(Default)]
@@ -28,6 +30,9 @@ pub struct Gateway {
     pub requests: Mutex<Vec<(String, String, String, u16)>>,
     /// When each request arrived.
     pub times: Mutex<Vec<std::time::Instant>>,
+    /// Requests being answered now, and the most there ever were at once.
+    pub in_flight: std::sync::atomic::AtomicUsize,
+    pub most_in_flight: std::sync::atomic::AtomicUsize,
 }
 
 impl Gateway {
@@ -43,6 +48,13 @@ impl Gateway {
 }
 
 async fn receive(State(gw): State<Arc<Gateway>>, Json(v): Json<Value>) -> impl IntoResponse {
+    use std::sync::atomic::Ordering;
+    let now = gw.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+    gw.most_in_flight.fetch_max(now, Ordering::SeqCst);
+    if gw.behaviour.delay_ms > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(gw.behaviour.delay_ms)).await;
+    }
+    gw.in_flight.fetch_sub(1, Ordering::SeqCst);
     let reference = v["reference"].as_str().unwrap_or("").to_string();
     let to = v["to"].as_str().unwrap_or("").to_string();
     let body = v["body"].as_str().unwrap_or("").to_string();
@@ -501,5 +513,47 @@ async fn with_e_mail_down_every_dose_is_booked_through_sms() {
     assert!(
         invited.len() > 8,
         "the wave went on past the first: {invited:?}"
+    );
+}
+
+#[tokio::test]
+async fn several_sms_are_on_their_way_at_once_still_paced_to_the_rate() {
+    // A gateway answering in 300 ms, a rate of 20 a second: one at a time
+    // would carry at most 3 a second.
+    let (url, gw) = start(Behaviour {
+        delay_ms: 300,
+        ..Default::default()
+    })
+    .await;
+    let app = spawn_with(Options {
+        env: vec![("STANDBY_SMS", url), ("STANDBY_SMS_RATE", "20".into())],
+        ..Default::default()
+    })
+    .await;
+    let w = world(&app, 20).await;
+    let phones: Vec<String> = (0..12).map(|n| format!("+324700001{n:02}")).collect();
+    for (n, phone) in phones.iter().enumerate() {
+        person(
+            &app,
+            Person {
+                phone: Some(phone.as_str()),
+                ..Person::new(n as u32)
+            },
+            1_000 + n as i64,
+        )
+        .await;
+    }
+    offer(&app, &w, 6, 600).await;
+    eventually("12 invitations by SMS", || gw.accepted().len() == 12).await;
+    let most = gw.most_in_flight.load(std::sync::atomic::Ordering::SeqCst);
+    assert!((2..=8).contains(&most), "{most} at once");
+    // Paced: request starts at least ~1/20 s apart (a little slack for timers).
+    let times = gw.times.lock().unwrap().clone();
+    let mut starts: Vec<_> = times.iter().collect();
+    starts.sort();
+    let span = *starts[starts.len() - 1] - *starts[0];
+    assert!(
+        span >= std::time::Duration::from_millis(11 * 40),
+        "12 requests over {span:?}: paced to the rate"
     );
 }
