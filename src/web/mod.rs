@@ -28,6 +28,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/me/{token}", get(pages::me_page).post(pages::me_submit))
         .route("/stats", get(pages::stats_page))
+        .route("/order", get(pages::order_page))
         .route("/i/{token}", get(pages_staff::invite))
         .route("/i/{token}/accept", post(pages_staff::invite_accept))
         .route("/i/{token}/decline", post(pages_staff::invite_decline))

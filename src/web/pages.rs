@@ -586,6 +586,35 @@ pub async fn stats_page(State(state): State<AppState>, Lang(lang): Lang) -> Page
     Ok(render(StatusCode::OK, &StatsPage { t: Tr(lang), rows }))
 }
 
+#[derive(Template)]
+#[template(path = "order.html")]
+struct OrderPage {
+    t: Tr,
+    cap: String,
+    quiet: Option<String>,
+    silence: String,
+}
+
+/// `/order`: who is invited first and what a silence costs, in the
+/// visitor's language, with this deployment's own figures.
+pub async fn order_page(State(state): State<AppState>, Lang(lang): Lang) -> PageResult {
+    let t = Tr(lang);
+    let page = OrderPage {
+        cap: t
+            .s("order.cap")
+            .replace("{per_day}", &state.config.invitations_per_day.to_string()),
+        quiet: state.config.quiet_hours.map(|q| {
+            t.s("order.quiet")
+                .replace("{quiet}", &q.to_text().replace('-', " – "))
+        }),
+        silence: t
+            .s("order.silence")
+            .replace("{pause}", &state.config.pause_after_silences.to_string()),
+        t,
+    };
+    Ok(render(StatusCode::OK, &page))
+}
+
 pub async fn stylesheet() -> Response {
     (
         [

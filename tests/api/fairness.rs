@@ -411,3 +411,47 @@ async fn invitations_leave_before_sign_up_confirmations() {
     let refs: Vec<&str> = claimed.iter().map(|m| m.reference.as_str()).collect();
     assert_eq!(refs, ["booking-1", "invite-1", "confirm-0"]);
 }
+
+#[tokio::test]
+async fn the_order_is_explained_on_a_public_page_in_four_languages() {
+    let app = spawn_app().await;
+    let mut titles = std::collections::HashSet::new();
+    for (lang, word) in [
+        ("fr", "invité"),
+        ("nl", "uitgenodigd"),
+        ("de", "eingeladen"),
+        ("en", "invited"),
+    ] {
+        let r = app
+            .client
+            .get(app.url(&format!("/order?lang={lang}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{lang}");
+        let html = r.text().await.unwrap();
+        assert!(html.contains(&format!("<html lang=\"{lang}\"")), "{lang}");
+        assert!(html.contains(word), "{lang}");
+        // This deployment's own figures: 3 a day, pause after 3, 21:00-08:00.
+        assert!(
+            html.contains(" 3 ") && html.contains("21:00") && html.contains("08:00"),
+            "{lang}: {html}"
+        );
+        assert!(
+            !html.contains('⟦') && !html.contains('{'),
+            "{lang}: every text filled"
+        );
+        titles.insert(
+            html.split("<h1>")
+                .nth(1)
+                .unwrap()
+                .split("</h1>")
+                .next()
+                .unwrap()
+                .to_string(),
+        );
+    }
+    assert_eq!(titles.len(), 4, "four translations");
+    // Linked from every page's footer, the sign-up form's included.
+    assert!(app.get_text("/").await.contains("href=\"/order\""));
+}
