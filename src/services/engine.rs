@@ -261,6 +261,7 @@ pub async fn top_up(state: &AppState, offer_id: i64) -> anyhow::Result<i64> {
         .map(|c| {
             let token = random_token();
             let me = random_token();
+            let code = short_code();
             let msgs = messages::invitation(
                 lang(&c.language),
                 &c.first_name,
@@ -270,12 +271,14 @@ pub async fn top_up(state: &AppState, offer_id: i64) -> anyhow::Result<i64> {
                 minutes,
                 &state.link(&format!("/i/{token}")),
                 &state.link(&format!("/me/{me}")),
+                &code,
             );
             NewInvitation {
                 registrant_id: c.registrant_id,
                 token_hash: token_hash(&token),
                 me_token_hash: token_hash(&me),
                 messages: msgs,
+                short_code: c.phone.is_some().then_some(code),
             }
         })
         .collect();
@@ -377,6 +380,54 @@ pub async fn tick(state: &AppState) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Six random digits: the code an invitation SMS carries. Guessing it takes
+/// the person's phone as well (the reply must come from it), and a person
+/// has one open invitation at a time.
+pub fn short_code() -> String {
+    use rand::Rng;
+    format!("{:06}", rand::rng().random_range(0..1_000_000u32))
+}
+
+/// The gateway forwarded a reply from `phone`: a code of the person's open
+/// invitation in it accepts that invitation, as its link would. What could
+/// not book is answered by SMS (full, expired, closed). `None`: no
+/// invitation of that phone with that code (nothing changes, nothing is said).
+pub async fn accept_by_reply(
+    state: &AppState,
+    phone: &str,
+    body: &str,
+) -> Result<Option<&'static str>, AppError> {
+    let codes = body
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|w| w.len() == 6);
+    for code in codes {
+        let Some(m) = state.store.invitation_by_reply(phone, code).await? else {
+            continue;
+        };
+        let answer = match accept_hash(state, &m.token_hash).await {
+            Ok(_) => return Ok(Some("booked")),
+            Err(AppError::Conflict {
+                code: "offer_filled",
+                ..
+            }) => ("full", "sms.reply.full"),
+            Err(AppError::Gone(_)) => ("expired", "sms.reply.expired"),
+            Err(AppError::InvitationClosed) => ("closed", "sms.reply.closed"),
+            // Already answered (a repeated reply): the first answer stands,
+            // and was confirmed already.
+            Err(AppError::Conflict { .. }) => return Ok(Some("answered")),
+            Err(e) => return Err(e),
+        };
+        let reply = messages::reply_sms(lang(&m.language), answer.1, phone, m.registrant_id);
+        state
+            .store
+            .enqueue_message(&reply, state.clock.now_ms())
+            .await?;
+        state.outbox_wake.notify_waiters();
+        return Ok(Some(answer.0));
+    }
+    Ok(None)
+}
+
 /// When the centre's quiet hours that hold `now` end (`now` when it is not quiet).
 pub fn quiet_end(state: &AppState, center: &standby_store::CenterRecord, now: i64) -> i64 {
     let Some(quiet) = quiet_hours_of(state, center.quiet_hours.as_deref()) else {
@@ -435,7 +486,20 @@ pub fn appointment_json(a: &AppointmentRecord) -> Value {
 }
 
 pub async fn accept(state: &AppState, token: &str) -> Result<AppointmentRecord, AppError> {
-    let inv = invitation(state, token).await?;
+    if !plausible_token(token) {
+        return Err(AppError::NotFound);
+    }
+    accept_hash(state, &token_hash(token)).await
+}
+
+/// Accepts the invitation whose token hashes to `hash` (its link, or a
+/// reply quoting its code).
+async fn accept_hash(state: &AppState, hash: &str) -> Result<AppointmentRecord, AppError> {
+    let inv = state
+        .store
+        .invitation_by_token(hash)
+        .await?
+        .ok_or(AppError::NotFound)?;
     let place_center = state
         .store
         .center(inv.center_id)
@@ -462,7 +526,7 @@ pub async fn accept(state: &AppState, token: &str) -> Result<AppointmentRecord, 
     };
     let outcome = state
         .store
-        .accept_invitation(&token_hash(token), state.clock.now_ms(), &render)
+        .accept_invitation(hash, state.clock.now_ms(), &render)
         .await?;
     state.engine_wake.notify_waiters();
     state.outbox_wake.notify_waiters();

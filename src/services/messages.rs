@@ -189,6 +189,7 @@ pub fn invitation_sms(
     minutes: i64,
     link: &str,
     me: &str,
+    code: &str,
 ) -> String {
     let text_with = |center: &str| {
         let place = Place {
@@ -200,7 +201,8 @@ pub fn invitation_sms(
             &fill(t(lang, "sms.invite"), &place)
                 .replace("{minutes}", &minutes.to_string())
                 .replace("{link}", link)
-                .replace("{me}", me),
+                .replace("{me}", me)
+                .replace("{code}", code),
         )
     };
     let mut center: String = place.center.to_string();
@@ -237,6 +239,7 @@ pub fn invitation(
     minutes: i64,
     link: &str,
     me: &str,
+    code: &str,
 ) -> Vec<NewMessage> {
     let stem = crate::security::random_reference("inv");
     let body = format!(
@@ -257,7 +260,7 @@ pub fn invitation(
         body,
     )];
     if let Some(phone) = phone {
-        let text = invitation_sms(lang, place, minutes, link, me);
+        let text = invitation_sms(lang, place, minutes, link, me, code);
         out.push(sms(format!("{stem}-s"), "invitation", phone, text));
     }
     out
@@ -326,6 +329,19 @@ pub fn paused(
     )]
 }
 
+/// The answer by SMS to a reply that could not book: `key` is
+/// `sms.reply.full`, `sms.reply.expired` or `sms.reply.closed`.
+pub fn reply_sms(lang: Language, key: &str, phone: &str, registrant_id: i64) -> NewMessage {
+    let mut m = sms(
+        crate::security::random_reference("reply"),
+        "reply",
+        phone,
+        t(lang, key),
+    );
+    m.registrant_id = Some(registrant_id);
+    m
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -348,7 +364,7 @@ mod tests {
                     address: "Place de Belgique 1, 1020 Bruxelles",
                     window: window.clone(),
                 };
-                let text = invitation_sms(lang, &place, 30, &link, &me);
+                let text = invitation_sms(lang, &place, 30, &link, &me, "482917");
                 assert!(standby_domain::sms::is_gsm7(&text), "{lang:?}: {text}");
                 let n = standby_domain::sms::segments(&text);
                 assert!(
@@ -356,7 +372,10 @@ mod tests {
                     "{lang:?}, {center}: {n} segments, {} characters: {text}",
                     text.chars().count()
                 );
-                assert!(text.contains(&link) && text.contains(&me), "{text}");
+                assert!(
+                    text.contains(&link) && text.contains(&me) && text.contains("482917"),
+                    "{text}"
+                );
             }
         }
         // Before: the en dash alone made the same text UCS-2.
@@ -368,7 +387,8 @@ mod tests {
         let raw = fill(t(Language::Fr, "sms.invite"), &place)
             .replace("{minutes}", "30")
             .replace("{link}", &link)
-            .replace("{me}", &me);
+            .replace("{me}", &me)
+            .replace("{code}", "482917");
         assert!(standby_domain::sms::segments(&raw) >= 4, "{raw}");
     }
 

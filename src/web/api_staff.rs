@@ -335,12 +335,15 @@ pub const RECEIPT_SKEW_MS: i64 = 300_000;
 /// `POST /api/v1/receipts/sms`: a gateway's signed delivery receipt. The
 /// signature covers the timestamp and the body, so a receipt cannot be
 /// replayed after five minutes; within them a repeat changes nothing.
-pub async fn sms_receipt(
-    State(state): State<AppState>,
-    headers: axum::http::HeaderMap,
-    super::extract::RawBody(body): super::extract::RawBody,
-) -> Result<Json<Value>, AppError> {
-    // The signature is checked over the exact bytes before anything is parsed.
+/// Checks a gateway's signature over a request's exact bytes, before
+/// anything is parsed: `X-Standby-Timestamp` within [`RECEIPT_SKEW_MS`] of
+/// the server's clock, and `X-Standby-Signature` the HMAC-SHA256 under
+/// `STANDBY_RECEIPT_SECRET` of the timestamp, a dot and the body.
+fn verify_gateway(
+    state: &AppState,
+    headers: &axum::http::HeaderMap,
+    body: &[u8],
+) -> Result<(), AppError> {
     let Some(secret) = state.config.receipt_secret.as_deref() else {
         return Err(AppError::Unauthorized);
     };
@@ -361,7 +364,7 @@ pub async fn sms_receipt(
     let mut signed = Vec::with_capacity(timestamp.len() + 1 + body.len());
     signed.extend_from_slice(timestamp.as_bytes());
     signed.push(b'.');
-    signed.extend_from_slice(&body);
+    signed.extend_from_slice(body);
     if !fresh
         || !crate::security::verify_hmac_hex(
             secret.as_bytes(),
@@ -371,6 +374,16 @@ pub async fn sms_receipt(
     {
         return Err(AppError::Unauthorized);
     }
+    Ok(())
+}
+
+pub async fn sms_receipt(
+    State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
+    super::extract::RawBody(body): super::extract::RawBody,
+) -> Result<Json<Value>, AppError> {
+    verify_gateway(&state, &headers, &body)?;
+    let now = state.clock.now_ms();
     let v = super::extract::parse_json(&body)?;
     let mut o = Obj::new(&v)?;
     let reference = o.str("reference").unwrap_or("").to_string();
@@ -401,4 +414,37 @@ pub async fn sms_receipt(
             Ok(Json(json!({ "status": "recorded" })))
         }
     }
+}
+
+/// `POST /api/v1/inbound/sms`: a person's reply, forwarded by the gateway
+/// and signed as receipts are. A reply quoting the code of the sender's open
+/// invitation accepts it, as its link would; the person is answered by SMS.
+pub async fn inbound_sms(
+    State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
+    super::extract::RawBody(body): super::extract::RawBody,
+) -> Result<Json<Value>, AppError> {
+    verify_gateway(&state, &headers, &body)?;
+    let v = super::extract::parse_json(&body)?;
+    let mut o = Obj::new(&v)?;
+    let from = o.str("from").unwrap_or("").to_string();
+    let text = o.str("body").unwrap_or("").to_string();
+    o.done()?;
+    let mut problems = crate::services::staff::Problems::default();
+    let phone = match standby_domain::Phone::parse(&from) {
+        Ok(p) => Some(p),
+        Err(_) => {
+            problems.add("from", "an international phone number such as +32470123456");
+            None
+        }
+    };
+    if text.chars().count() > 1_600 {
+        problems.add("body", "at most 1600 characters");
+    }
+    problems.into_result()?;
+    let Some(phone) = phone else {
+        return Err(AppError::BadRequest("no phone".into()));
+    };
+    let outcome = engine::accept_by_reply(&state, phone.as_str(), &text).await?;
+    Ok(Json(json!({ "status": outcome.unwrap_or("ignored") })))
 }

@@ -99,6 +99,7 @@ pub fn router(state: AppState) -> Router {
             post(api_staff::appointment_status),
         )
         .route("/api/v1/receipts/sms", post(api_staff::sms_receipt))
+        .route("/api/v1/inbound/sms", post(api_staff::inbound_sms))
         .route("/api/v1/invitations/{token}", get(api_staff::invitation))
         .route(
             "/api/v1/invitations/{token}/accept",

@@ -557,3 +557,102 @@ async fn several_sms_are_on_their_way_at_once_still_paced_to_the_rate() {
         "12 requests over {span:?}: paced to the rate"
     );
 }
+
+#[tokio::test]
+async fn a_reply_quoting_the_sms_code_accepts_as_the_link_does() {
+    let (url, gw) = start(Behaviour::default()).await;
+    let secret = "receipt-secret-0123456789abcdef0123456789";
+    let app = spawn_with(Options {
+        env: vec![
+            ("STANDBY_SMS", url),
+            ("STANDBY_RECEIPT_SECRET", secret.into()),
+        ],
+        ..Default::default()
+    })
+    .await;
+    let w = world(&app, 10).await;
+    for (n, phone) in [(1, "+32470000101"), (2, "+32470000102")] {
+        person(
+            &app,
+            Person {
+                phone: Some(phone),
+                ..Person::new(n)
+            },
+            1_000 + i64::from(n),
+        )
+        .await;
+    }
+    let id = offer(&app, &w, 1, 600).await;
+    eventually("two invitation SMS", || gw.accepted().len() == 2).await;
+    let code_for = |phone: &str| {
+        let body = gw
+            .accepted()
+            .into_iter()
+            .find(|m| m.1 == phone)
+            .expect("an SMS to that phone")
+            .2;
+        body.split("or text ").nth(1).expect("the code in the SMS")[..6].to_string()
+    };
+    let (first, second) = (code_for("+32470000101"), code_for("+32470000102"));
+    let now = (app.clock.now_ms() / 1000).to_string();
+    let reply = |from: &str, text: &str| json!({"from": from, "body": text}).to_string();
+    let post = |body: String, sig: String| {
+        let client = app.client.clone();
+        let url = app.url("/api/v1/inbound/sms");
+        let now = now.clone();
+        async move {
+            let r = client
+                .post(url)
+                .header("content-type", "application/json")
+                .header("x-standby-timestamp", now)
+                .header("x-standby-signature", sig)
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            (
+                r.status().as_u16(),
+                r.json::<Value>().await.unwrap_or(Value::Null),
+            )
+        }
+    };
+    let signed = |body: &str| receipt_signature(secret, &now, body);
+    // Unsigned, or the right code from another phone: nothing happens.
+    let body = reply("+32470000101", &first);
+    assert_eq!(post(body.clone(), "00".repeat(32)).await.0, 401);
+    let elsewhere = reply("+32470999999", &first);
+    let (s, v) = post(elsewhere.clone(), signed(&elsewhere)).await;
+    assert_eq!((s, v["status"].as_str()), (200, Some("ignored")));
+    let bad = reply("not a phone", &first);
+    assert_eq!(post(bad.clone(), signed(&bad)).await.0, 422);
+    assert_eq!(offer_state(&app, &w, id).await["booked"], 0);
+    // The first person replies with their code: booked, confirmed by SMS.
+    let body = reply("+32 470 00 01 01", &format!("Yes {first}"));
+    let (s, v) = post(body.clone(), signed(&body)).await;
+    assert_eq!((s, v["status"].as_str()), (200, Some("booked")), "{v}");
+    assert_eq!(offer_state(&app, &w, id).await["booked"], 1);
+    eventually("booking SMS", || {
+        gw.accepted()
+            .iter()
+            .any(|m| m.1 == "+32470000101" && m.2.contains("appointment confirmed"))
+    })
+    .await;
+    // The second replies too late: told by SMS that the doses are gone.
+    let body = reply("+32470000102", &second);
+    let (s, v) = post(body.clone(), signed(&body)).await;
+    assert_eq!((s, v["status"].as_str()), (200, Some("full")), "{v}");
+    eventually("the 'full' answer by SMS", || {
+        gw.accepted()
+            .iter()
+            .any(|m| m.1 == "+32470000102" && m.2.contains("You keep your place"))
+    })
+    .await;
+    // A repeat of the first reply changes nothing, and says nothing more.
+    let sent = gw.accepted().len();
+    let body = reply("+32470000101", &first);
+    let (s, v) = post(body.clone(), signed(&body)).await;
+    assert_eq!((s, v["status"].as_str()), (200, Some("answered")));
+    assert_eq!(offer_state(&app, &w, id).await["booked"], 1);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(gw.accepted().len(), sent);
+}

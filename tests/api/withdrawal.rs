@@ -520,6 +520,7 @@ async fn run_case(s: &SqlStore, raw: &Raw, doses: i64, ops: &[Op]) -> Result<(),
                             subject: None,
                             body: "b".into(),
                         }],
+                        short_code: None,
                     })
                     .collect();
                 s.insert_invitations(offer, 2.0, &["email", "sms"], &invitations, now)

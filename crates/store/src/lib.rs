@@ -128,6 +128,9 @@ pub trait EngineStore: Send + Sync {
         judge: SilenceJudge<'_>,
         render: Renderer<'_, ()>,
     ) -> Result<i64>;
+    /// The invitation an SMS reply from `phone` quoting `code` answers (the
+    /// latest with that code; open or not, so a late reply can be told why).
+    async fn invitation_by_reply(&self, phone: &str, code: &str) -> Result<Option<ReplyMatch>>;
     /// Offers still open or filled whose window has ended at `now`.
     async fn ended_offers(&self, now: i64) -> Result<Vec<i64>>;
     /// Queued invitation messages of a centre's offers wait until `until`

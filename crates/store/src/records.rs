@@ -360,6 +360,17 @@ pub struct NewInvitation {
     pub token_hash: String,
     pub me_token_hash: String,
     pub messages: Vec<NewMessage>,
+    /// The code an invitation SMS carries; a reply quoting it accepts.
+    pub short_code: Option<String>,
+}
+
+/// An open invitation found from an SMS reply: what accepting it needs, and
+/// how to answer the person.
+#[derive(Debug, Clone)]
+pub struct ReplyMatch {
+    pub token_hash: String,
+    pub registrant_id: i64,
+    pub language: String,
 }
 
 #[derive(Debug, Clone, Serialize)]

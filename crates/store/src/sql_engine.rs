@@ -440,13 +440,14 @@ impl EngineStore for SqlStore {
                     continue;
                 }
                 let id: Option<i64> = sqlx::query_scalar(
-                    "INSERT INTO invitations (offer_id, registrant_id, token_hash, status, created_at) VALUES ($1, $2, $3, 'queued', $4) \
+                    "INSERT INTO invitations (offer_id, registrant_id, token_hash, status, created_at, short_code) VALUES ($1, $2, $3, 'queued', $4, $5) \
                      ON CONFLICT DO NOTHING RETURNING id",
                 )
                 .bind(offer_id)
                 .bind(inv.registrant_id)
                 .bind(&inv.token_hash)
                 .bind(now)
+                .bind(&inv.short_code)
                 .fetch_optional(&mut *tx)
                 .await?;
                 let Some(id) = id else {
@@ -845,6 +846,27 @@ impl EngineStore for SqlStore {
                 expired += 1;
             }
             Ok(expired)
+        })
+    }
+
+    async fn invitation_by_reply(&self, phone: &str, code: &str) -> Result<Option<ReplyMatch>> {
+        on_db!(self, |p| {
+            let row = sqlx::query(
+                "SELECT i.token_hash, i.registrant_id, r.language FROM invitations i JOIN registrants r ON r.id = i.registrant_id \
+                 WHERE i.short_code = $2 AND r.phone = $1 ORDER BY i.id DESC LIMIT 1",
+            )
+            .bind(phone)
+            .bind(code)
+            .fetch_optional(p)
+            .await?;
+            row.map(|r| {
+                Ok(ReplyMatch {
+                    token_hash: r.try_get(0)?,
+                    registrant_id: r.try_get(1)?,
+                    language: r.try_get(2)?,
+                })
+            })
+            .transpose()
         })
     }
 
