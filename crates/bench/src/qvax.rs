@@ -367,6 +367,28 @@ pub async fn run(args: HashMap<String, String>) {
         .map(|r| r.0.as_str())
         .collect();
     let doubles = reqs.iter().filter(|r| r.2 == 200).count() - accepted_refs.len();
+    // Every message the gateway answered 503 was tried again under its
+    // reference and handed over, unless the offer filled first and it was
+    // withdrawn unsent: checked against the outbox, so it can fail.
+    let outbox: HashMap<String, String> = store
+        .messages_of_kind("invitation")
+        .await
+        .expect("outbox")
+        .into_iter()
+        .filter(|m| m.1 == "sms")
+        .map(|m| (m.0, m.2))
+        .collect();
+    let refused: HashSet<&str> = reqs
+        .iter()
+        .filter(|r| r.2 == 503)
+        .map(|r| r.0.as_str())
+        .collect();
+    let not_retried = refused
+        .iter()
+        .filter(|r| {
+            !accepted_refs.contains(**r) && outbox.get(**r).map(String::as_str) != Some("withdrawn")
+        })
+        .count();
     let stats = store.stats().await.expect("stats");
     println!(
         "doses released       {doses} at once, {people} people on the list (half with a phone)"
@@ -391,10 +413,16 @@ pub async fn run(args: HashMap<String, String>) {
         reqs.iter().filter(|r| r.2 == 503).count()
     );
     println!("expired unsent       {expired_unsent} (must be 0)");
+    println!(
+        "503s retried         {} of {} refused references handed over later or withdrawn unsent ({not_retried} neither, must be 0)",
+        refused.len() - not_retried,
+        refused.len()
+    );
     let ok = filled
         && o["booked"].as_i64() == Some(doses)
         && stats.booked <= doses
         && expired_unsent == 0
+        && not_retried == 0
         && doubles == 0
         && max_per_second <= 21;
     println!(
