@@ -20,6 +20,7 @@
 mod matching;
 mod qvax;
 mod signup;
+mod simulate;
 
 use std::collections::HashMap;
 
@@ -97,6 +98,7 @@ fn main() {
         "signup" => runtime.block_on(signup::run(args)),
         "matching" => runtime.block_on(matching::run(args)),
         "qvax" => runtime.block_on(qvax::run(args)),
+        "simulate" => runtime.block_on(simulate::run(args)),
         _ => {
             eprintln!(
                 "usage: standby-bench signup|matching [--options]; see the comment at the top of crates/bench/src/main.rs"
