@@ -353,6 +353,10 @@ impl EngineStore for SqlStore {
         // Walks the queue index (status, band DESC, invited_count,
         // confirmed_at, id) in order and stops at the limit; the filters are
         // cheap per row. Within an age band the least invited come first.
+        // The daily cap is only looked up for someone handed over `per_day`
+        // invitations or more in all: a waiting person's invitations of the
+        // last 24 hours all left (an unsent one would still be open), so
+        // fewer in all means fewer that day.
         const SQL: &str = "SELECT r.id, r.language, r.first_name, r.email, r.phone FROM registrants r \
             WHERE r.status = 'waiting' AND r.birth_ymd > $1 AND r.birth_ymd <= $2 \
             AND (r.any_center = 1 OR EXISTS (SELECT 1 FROM registrant_centers c WHERE c.registrant_id = r.id AND c.center_id = $3)) \
@@ -362,8 +366,8 @@ impl EngineStore for SqlStore {
                  OR (a.day = 4 AND a.from_min < $13 AND $12 < a.to_min) OR (a.day = 5 AND a.from_min < $15 AND $14 < a.to_min) \
                  OR (a.day = 6 AND a.from_min < $17 AND $16 < a.to_min)))) \
             AND NOT EXISTS (SELECT 1 FROM invitations i WHERE i.offer_id = $18 AND i.registrant_id = r.id) \
-            AND (SELECT COUNT(*) FROM invitations i WHERE i.registrant_id = r.id AND i.created_at > $20 \
-                 AND (i.status <> 'withdrawn' OR i.sent_at IS NOT NULL)) < $21 \
+            AND (r.invited_count < $21 OR (SELECT COUNT(*) FROM invitations i WHERE i.registrant_id = r.id AND i.created_at > $20 \
+                 AND (i.status <> 'withdrawn' OR i.sent_at IS NOT NULL)) < $21) \
             AND ($22 = 0 OR r.phone IS NOT NULL) \
             ORDER BY r.band DESC, r.invited_count, r.confirmed_at, r.id LIMIT $19";
         on_db!(self, |p| {
