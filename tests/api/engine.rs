@@ -7,20 +7,6 @@ use standby::services::engine;
 use standby_domain::Clock;
 use std::time::Duration;
 
-async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    for _ in 0..600 {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("never happened: {what}");
-}
-
 fn token_of(link: &str) -> String {
     link.rsplit('/').next().unwrap().to_string()
 }

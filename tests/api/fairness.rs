@@ -12,20 +12,6 @@ use standby_domain::Clock;
 use standby_store::*;
 use std::time::Duration;
 
-async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    for _ in 0..600 {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("never happened: {what}");
-}
-
 const HOUR: i64 = 3_600_000;
 
 async fn offer_between(

@@ -276,3 +276,19 @@ pub fn require(program_ok: bool, what: &str) -> bool {
     eprintln!("skipping: {what} is not installed here (CI installs it)");
     false
 }
+
+/// Waits (up to 30 s, polling every 50 ms) until `check` holds; panics
+/// naming `what` otherwise.
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..600 {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("never happened: {what}");
+}

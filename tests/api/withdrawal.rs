@@ -9,21 +9,6 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use standby_store::*;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
-
-async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    for _ in 0..600 {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("never happened: {what}");
-}
 
 /// The invitation and self-service tokens in the invitation e-mail sent to
 /// `email`, once it is in the outbox folder.

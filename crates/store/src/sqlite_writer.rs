@@ -411,15 +411,20 @@ impl Checkpointer {
     /// it is close behind, one last pass holding this process's writer slot
     /// so it reaches the end and the next commit starts the log over.
     pub(crate) async fn checkpoint(&self, restart_frames: i64, tail: i64) -> Result<(), String> {
+        self.run(move |conn, seen| {
+            checkpoint_round(conn, restart_frames, tail, seen, &mut sync_database_file)
+        })
+        .await
+    }
+
+    /// Runs `work` on the checkpointer's thread and connection; its answer.
+    async fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&mut rusqlite::Connection, &mut Seen) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T, String> {
         let (reply, answer) = oneshot::channel();
         let job = Box::new(move |conn: &mut rusqlite::Connection, seen: &mut Seen| {
-            let _ = reply.send(checkpoint_round(
-                conn,
-                restart_frames,
-                tail,
-                seen,
-                &mut sync_database_file,
-            ));
+            let _ = reply.send(work(conn, seen));
         });
         self.jobs
             .send(job)
@@ -437,22 +442,15 @@ impl Checkpointer {
     /// the log's older frames still hold the pages as they were. `Ok(false)`
     /// when a reader of another process kept it from finishing (try again).
     pub(crate) async fn empty_log(&self) -> Result<bool, String> {
-        let (reply, answer) = oneshot::channel();
-        let job = Box::new(move |conn: &mut rusqlite::Connection, seen: &mut Seen| {
+        self.run(|conn, seen| {
             let _slot = crate::dialect::sqlite_writer_slot_blocking();
-            let result = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+            let busy = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
                 r.get::<_, i64>(0)
-            });
+            })?;
             *seen = Seen::default();
-            let _ = reply.send(result.map(|busy| busy == 0));
-        });
-        self.jobs
-            .send(job)
-            .map_err(|_| "SQLite checkpointer stopped".to_string())?;
-        answer
-            .await
-            .map_err(|_| "SQLite checkpointer dropped the work".to_string())?
-            .map_err(|e| e.to_string())
+            Ok(busy == 0)
+        })
+        .await
     }
 }
 
