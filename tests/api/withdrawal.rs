@@ -70,7 +70,17 @@ async fn invited(app: &TestApp, n: u32) -> (String, String) {
         invitation_of(app, &email).is_some()
     })
     .await;
-    invitation_of(app, &email).unwrap()
+    let (token, me) = invitation_of(app, &email).unwrap();
+    // The file is written just before the hand-over is recorded: wait for
+    // the record too, so its times are there.
+    eventually(&format!("the hand-over to {email} recorded"), || async {
+        app.get_json(&format!("/api/v1/invitations/{token}"))
+            .await
+            .1["status"]
+            == "sent"
+    })
+    .await;
+    (token, me)
 }
 
 #[tokio::test]
